@@ -1,0 +1,30 @@
+# Tidings — `make run` serves the site, `make test` runs the suite. Both build the venv on demand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+export FLASK_APP := wsgi:app
+
+.PHONY: venv run test bench
+
+venv: $(VENV)/.installed
+
+# Re-install only when a requirements file changes; the stamp records the last successful install.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -r requirements-dev.txt
+	touch $@
+
+run: venv
+	$(BIN)/flask db upgrade
+	TIDINGS_BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: venv
+	scripts/test-services.sh
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python -m bench

@@ -1,0 +1,187 @@
+"""Fan-out between processes: in-process, Redis pub/sub, or the durable log itself.
+
+A broker only announces; the durable log is the truth. Each broker hands every message to
+``deliver`` on a thread of its own (never the publisher's), and calls ``resync`` after any gap in
+its own service (a Redis reconnect), which makes every connection catch up from the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .store import EventStore
+
+log = logging.getLogger("tidings.realtime")
+
+Deliver = Callable[[dict[str, Any]], None]
+
+
+class Broker:
+    name = "base"
+
+    def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+    def publish(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.name, "state": "connected"}
+
+
+class MemoryBroker(Broker):
+    """One worker: a queue drained by a dispatcher thread, so publishers never touch sockets."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        def run() -> None:
+            while True:
+                message = self._queue.get()
+                try:
+                    deliver(message)
+                except Exception:
+                    log.exception("realtime dispatch failed")
+
+        threading.Thread(target=run, name="tidings-dispatch", daemon=True).start()
+
+    def publish(self, message: dict[str, Any]) -> None:
+        self._queue.put(message)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.name, "state": "connected", "backlog": self._queue.qsize()}
+
+
+class RedisBroker(Broker):
+    """Several workers or hosts: Redis pub/sub, with the listener kept alive through outages."""
+
+    name = "redis"
+
+    def __init__(self, url: str, channel: str):
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._url = url
+        self._channel = channel
+        self._state = "connecting"
+        self._lag_ms = 0.0
+        self.reconnects = 0
+        self.publish_errors = 0
+
+    def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        threading.Thread(
+            target=self._listen, args=(deliver, resync), name="tidings-redis", daemon=True
+        ).start()
+
+    def _listen(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        backoff = 0.2
+        first = True
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                self._state = "connected"
+                backoff = 0.2
+                if not first:
+                    # Messages published while we were away are gone from pub/sub, not from
+                    # the log: let every connection catch up from there.
+                    self.reconnects += 1
+                    resync()
+                first = False
+                while True:
+                    item = pubsub.get_message(timeout=1.0)
+                    if item is None:
+                        continue
+                    message = json.loads(item["data"])
+                    sent = message.get("sent")
+                    if sent:
+                        self._lag_ms = max(0.0, (time.time() - sent) * 1000)
+                    try:
+                        deliver(message)
+                    except Exception:
+                        log.exception("realtime dispatch failed")
+            except Exception as exc:  # ConnectionError, TimeoutError, a restart of Redis ...
+                self._state = "reconnecting"
+                log.warning("redis broker lost its connection (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:
+                    pass
+
+    def publish(self, message: dict[str, Any]) -> None:
+        message["sent"] = time.time()
+        try:
+            self._redis.publish(self._channel, json.dumps(message, separators=(",", ":")))
+        except Exception as exc:
+            # The event is in the log already; subscribers resync when they see Redis again,
+            # and the periodic sweep picks it up if they never lost it.
+            self.publish_errors += 1
+            log.warning("redis publish failed (%s); clients will catch up from the log", exc)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.name, "state": self._state, "lag_ms": round(self._lag_ms, 2),
+                "reconnects": self.reconnects, "publish_errors": self.publish_errors}
+
+
+class DatabaseBroker(Broker):
+    """Several workers and no Redis: every worker tails the durable log, so nothing is confined
+    to the process that published it. Slower than Redis (a poll), but never silently lossy."""
+
+    name = "database"
+
+    def __init__(self, store: EventStore, interval: float):
+        self._store = store
+        self._interval = interval
+        self._state = "starting"
+        self._wake = threading.Event()
+
+    def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        threading.Thread(target=self._poll, args=(deliver,), name="tidings-dbpoll",
+                         daemon=True).start()
+
+    def _poll(self, deliver: Deliver) -> None:
+        last = None
+        pruned = 0.0
+        while True:
+            try:
+                if last is None:
+                    last = self._store.last_id()
+                for event in self._store.tail(last):
+                    last = event.id
+                    if event.stream == "__control__":
+                        deliver(json.loads(event.payload))
+                    else:
+                        deliver({"k": "event", "stream": event.stream, "seq": event.seq,
+                                 "payload": event.payload})
+                self._state = "connected"
+                if time.time() - pruned > 30:
+                    self._store.prune_ephemeral(time.time() - 60)
+                    pruned = time.time()
+            except Exception:
+                self._state = "reconnecting"
+                log.exception("database broker poll failed")
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+    def publish(self, message: dict[str, Any]) -> None:
+        if message["k"] != "event":
+            self._store.append_raw("__control__", json.dumps(message, separators=(",", ":")))
+        elif message.get("seq") is None:
+            self._store.append_raw(message["stream"], message["payload"])
+        # A stored event is in the log already, which is what every poller reads.
+        self._wake.set()
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.name, "state": self._state}

@@ -1,0 +1,406 @@
+"""One client socket: a single writer, a bounded outbox, and exact per-stream cursors.
+
+Three kinds of thread touch a connection, and this class is what keeps them honest:
+
+- the reactor (one per process) reads the socket and flushes whatever could not be written at once;
+- the dispatcher (whoever fans an event out: the in-process broker's thread, the Redis listener)
+  calls :meth:`offer`, which writes without ever blocking: a non-blocking ``send`` or, if the
+  kernel buffer is full, an append to the outbox; past the outbox limit the client is cut off
+  with close code 4008 and resumes from its cursor when it reconnects;
+- the session thread (the gunicorn thread that accepted the socket) runs client commands and
+  catch-up reads from the durable log, which may block on the database but never on the socket
+  of anybody else.
+
+Every write happens under ``self.lock``, so frames never interleave, and the order of frames is
+the order in which writers took the lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+
+from . import frames
+
+if TYPE_CHECKING:
+    from wsproto import WSConnection
+
+    from .reactor import Reactor
+
+log = logging.getLogger("tidings.realtime")
+
+_ids = itertools.count(1)
+
+#: Close codes this layer sends; docs/protocol.md explains what a client should do with each.
+GOING_AWAY = 1001
+UNSUPPORTED_DATA = 1003
+MESSAGE_TOO_BIG = 1009
+SLOW_CONSUMER = 4008
+FLOOD = 4029
+SIGNED_OUT = 4001
+
+
+@dataclass
+class Identity:
+    """Who is on the other end: fixed at the handshake, from the site's login session."""
+
+    user_id: str
+    name: str = ""
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass
+class Limits:
+    max_message_bytes: int
+    outbox_bytes: int
+    send_timeout: float
+    heartbeat: float
+    rate: float
+    burst: int
+    flood_close_after: int
+
+
+class StreamState:
+    """Where one subscribed stream stands for this connection.
+
+    ``cursor`` is the last sequence number written to the client. While ``catching_up`` the
+    session thread reads the log and live offers only raise ``seen``; when it finishes, it checks
+    ``seen`` again, so an event that arrived during the read is never skipped.
+    """
+
+    __slots__ = ("cursor", "seen", "catching_up")
+
+    def __init__(self) -> None:
+        self.cursor = 0
+        self.seen = 0
+        self.catching_up = True
+
+
+class Connection:
+    def __init__(
+        self,
+        sock: socket.socket,
+        ws: WSConnection,
+        identity: Identity,
+        limits: Limits,
+        reactor: Reactor,
+        worker: str = "",
+    ):
+        self.id = f"{worker}-{next(_ids)}" if worker else str(next(_ids))
+        self.sock = sock
+        self.ws = ws
+        self.identity = identity
+        self.limits = limits
+        self.reactor = reactor
+        self.opened_at = time.time()
+
+        self.lock = threading.Lock()
+        self.drained = threading.Condition(self.lock)
+        self._out: deque[bytes] = deque()
+        self._out_bytes = 0
+        self._out_since = 0.0
+        self._partial = False
+        self.writable = True
+        self.closing = False  # we sent a close frame and wait for the client's (or the deadline)
+        self.peer_closed = False  # the client sent its close frame (or went away)
+        self.broken = False  # the socket failed; nothing more can be written
+        self.close_deadline = 0.0
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.streams: dict[str, StreamState] = {}
+
+        self._commands: deque[Any] = deque()
+        self._commands_ready = threading.Condition(threading.Lock())
+        self.finished = threading.Event()
+
+        # Reactor-only state.
+        self._parts: list[str] = []
+        self._parts_len = 0
+        self._tokens = float(limits.burst)
+        self._refilled = time.monotonic()
+        self.refused = 0
+        self.last_recv = time.monotonic()
+        self.next_ping = self.last_recv + limits.heartbeat
+
+        self.delivered = 0
+
+    # ------------------------------------------------------------------ writing (any thread)
+
+    def _write_locked(self, data: bytes) -> bool:
+        if not self.writable:
+            return False
+        if self._out:
+            if self._out_bytes + len(data) > self.limits.outbox_bytes:
+                self._cut_off_locked()
+                return False
+            self._out.append(data)
+            self._out_bytes += len(data)
+            return True
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.writable = False
+            self.broken = True
+            self.reactor.finish_soon(self)
+            return False
+        if sent < len(data):
+            self._out.append(data[sent:])
+            self._out_bytes = len(data) - sent
+            self._partial = sent > 0
+            self._out_since = time.monotonic()
+            self.reactor.want_write(self)
+        return True
+
+    def send_json(self, message: dict[str, Any]) -> bool:
+        """Send a control message (replies, errors) outside any stream's ordering."""
+        frame = frames.text(json.dumps(message, separators=(",", ":")))
+        with self.lock:
+            return self._write_locked(frame)
+
+    def offer(self, stream: str, seq: int | None, frame: bytes) -> bool:
+        """Called by the dispatcher for every event on a stream this connection follows.
+
+        Returns True when the frame was written (or queued) for the client now.
+        """
+        with self.lock:
+            if seq is None:
+                if stream in self.streams and self._write_locked(frame):
+                    self.delivered += 1
+                    return True
+                return False
+            state = self.streams.get(stream)
+            if state is None:
+                return False
+            if state.catching_up:
+                if seq > state.seen:
+                    state.seen = seq
+                return False
+            if seq <= state.cursor:
+                return False  # already written (the log and the broker both carried it)
+            if seq != state.cursor + 1:
+                # A gap: an earlier event is still on its way, or a broker lost it. The log has
+                # it (commits of one stream happen in sequence order), so read it from there.
+                self._start_catch_up_locked(stream, state, seq)
+                return False
+            if self._write_locked(frame):
+                state.cursor = seq
+                self.delivered += 1
+                return True
+            return False
+
+    def nudge(self, stream: str, head: int) -> None:
+        """The log says ``stream`` reached ``head``: catch up if the pushes left us behind."""
+        with self.lock:
+            state = self.streams.get(stream)
+            if state is not None and not state.catching_up and head > state.cursor:
+                self._start_catch_up_locked(stream, state, head)
+
+    def _start_catch_up_locked(self, stream: str, state: StreamState, seen: int) -> None:
+        state.seen = max(state.seen, seen)
+        state.catching_up = True
+        self.push_command(("catch_up", stream))
+
+    def write_stored(self, stream: str, seq: int, frame: bytes) -> bool:
+        """Write one replayed event in order, waiting (bounded) while the client drains."""
+        deadline = time.monotonic() + self.limits.send_timeout
+        with self.lock:
+            while self.writable and self._out_bytes > self.limits.outbox_bytes // 2:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._cut_off_locked()
+                    return False
+                self.drained.wait(remaining)
+            state = self.streams.get(stream)
+            if state is None or not self.writable:
+                return False
+            if seq <= state.cursor:
+                return True
+            if self._write_locked(frame):
+                state.cursor = seq
+                self.delivered += 1
+                return True
+            return False
+
+    def finish_catch_up(self, stream: str) -> bool:
+        """True when the stream is live again; False when more events arrived meanwhile."""
+        with self.lock:
+            state = self.streams.get(stream)
+            if state is None:
+                return True
+            if state.seen > state.cursor:
+                return False
+            state.catching_up = False
+            return True
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close with ``code`` after what is already queued; safe from any thread."""
+        with self.lock:
+            if not self.writable:
+                return
+            self.close_code, self.close_reason = code, reason
+            self._write_locked(frames.close(code, reason))
+            self.writable = False
+            self.closing = True
+            self.close_deadline = time.monotonic() + 2.0
+        self.reactor.finish_soon(self)
+
+    def _cut_off_locked(self) -> None:
+        # The client stopped reading. Keep only the tail of a frame already half on the wire (the
+        # stream must stay parseable) and queue the close after it: if the client ever reads
+        # again it learns why and resumes; if not, the deadline ends the connection.
+        keep = [self._out[0]] if self._partial and self._out else []
+        close = frames.close(SLOW_CONSUMER, "slow consumer: reconnect and resume")
+        self._out = deque([*keep, close])
+        self._out_bytes = sum(len(chunk) for chunk in self._out)
+        self.writable = False
+        self.closing = True
+        self.close_code, self.close_reason = SLOW_CONSUMER, "slow consumer"
+        self.close_deadline = time.monotonic() + 2.0
+        self.reactor.cut_offs += 1
+        self.reactor.finish_soon(self)
+
+    # ------------------------------------------------------------------ reactor side
+
+    def flush(self) -> bool:
+        """Write what the outbox holds; True when it is empty. Reactor thread only."""
+        with self.lock:
+            while self._out:
+                head = self._out[0]
+                try:
+                    sent = self.sock.send(head)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                except OSError:
+                    self._out.clear()
+                    self._out_bytes = 0
+                    self.writable = False
+                    self.broken = True
+                    return True
+                self._out_bytes -= sent
+                if sent < len(head):
+                    self._out[0] = head[sent:]
+                    self._partial = True
+                    return False
+                self._out.popleft()
+                self._partial = False
+                self._out_since = time.monotonic()
+            self.drained.notify_all()
+            return True
+
+    def stalled_for(self, now: float) -> float:
+        return now - self._out_since if self._out else 0.0
+
+    def on_readable(self) -> bool:
+        """Read what arrived; False when the connection is over. Reactor thread only."""
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        self.last_recv = time.monotonic()
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, TextMessage):
+                if not self._on_text(event):
+                    return not self.finished.is_set()
+            elif isinstance(event, Ping):
+                with self.lock:
+                    self._write_locked(frames.pong(event.payload))
+            elif isinstance(event, CloseConnection):
+                return self._on_close(event)
+            elif isinstance(event, BytesMessage):
+                self.close(UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text")
+                return True
+        return True
+
+    def _on_close(self, event: CloseConnection) -> bool:
+        if self.closing:
+            return False  # the client answered our close
+        self.peer_closed = True
+        code = event.code
+        # 1005/1006 may not be sent on the wire; wsproto reports protocol errors (1002, 1007)
+        # as a close event of its own, which we send to the client as our reason.
+        if code in (1005, 1006) or code < 1000:
+            code = 1000
+        self.close(code, event.reason or "")
+        return True
+
+    def _on_text(self, event: TextMessage) -> bool:
+        self._parts_len += len(event.data)
+        if self._parts_len > self.limits.max_message_bytes:
+            self._parts, self._parts_len = [], 0
+            self.close(MESSAGE_TOO_BIG, f"message over {self.limits.max_message_bytes} bytes")
+            return False
+        self._parts.append(event.data)
+        if not event.message_finished:
+            return True
+        text = "".join(self._parts)
+        self._parts, self._parts_len = [], 0
+        if not self._take_token():
+            self.refused += 1
+            if self.refused > self.limits.flood_close_after:
+                self.close(FLOOD, "too many messages")
+                return False
+            self.send_json({"type": "error", "code": "rate_limited",
+                            "message": "too many messages; slow down"})
+            return True
+        self.push_command(text)
+        return True
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(
+            float(self.limits.burst), self._tokens + (now - self._refilled) * self.limits.rate
+        )
+        self._refilled = now
+        if self._tokens >= 1.0 and len(self._commands) < self.limits.burst:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    # ------------------------------------------------------------------ session thread side
+
+    def push_command(self, command: Any) -> None:
+        with self._commands_ready:
+            self._commands.append(command)
+            self._commands_ready.notify()
+
+    def next_command(self) -> Any:
+        """Block until a command arrives; None once the connection is over."""
+        with self._commands_ready:
+            while not self._commands and not self.finished.is_set():
+                self._commands_ready.wait()
+            if self.finished.is_set():
+                return None
+            return self._commands.popleft()
+
+    def mark_finished(self) -> None:
+        self.finished.set()
+        with self._commands_ready:
+            self._commands_ready.notify_all()
+        with self.lock:
+            self.writable = False
+            self.drained.notify_all()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "user": self.identity.user_id,
+            "streams": sorted(self.streams),
+            "queued_bytes": self._out_bytes,
+            "delivered": self.delivered,
+        }

@@ -1,0 +1,436 @@
+"""The ``Realtime`` Flask extension: settings, per-app state and the public publishing API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+from markupsafe import Markup
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+
+from . import settings as defaults
+from .brokers import Broker, DatabaseBroker, MemoryBroker, RedisBroker
+from .connection import SIGNED_OUT, Connection, Identity, Limits
+from .hub import Hub
+from .reactor import Reactor
+from .store import Event, EventStore, envelope
+
+log = logging.getLogger("tidings.realtime")
+
+IdentityLoader = Callable[[], "Identity | None"]
+Authorizer = Callable[[Identity, str], bool]
+Handler = Callable[[Connection, Any], Any]
+
+_reactor: Reactor | None = None
+_reactor_lock = threading.Lock()
+_states: list[RealtimeState] = []
+
+
+def process_reactor() -> Reactor:
+    """The one reactor of this process (re-created in a forked child, which has no threads)."""
+    global _reactor
+    with _reactor_lock:
+        if _reactor is None or _reactor.pid != os.getpid():
+            _reactor = Reactor()
+        return _reactor
+
+
+def shutdown_all() -> None:
+    """Stop admitting sockets and close every open one with 1001 (SIGTERM, reload)."""
+    for state in _states:
+        state.accepting = False
+    if _reactor is not None and _reactor.pid == os.getpid():
+        _reactor.shutdown()
+
+
+class RealtimeError(Exception):
+    """Raise from a command handler to answer the client with an error frame."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _user_id(user: Any) -> str:
+    if hasattr(user, "get_id"):
+        return str(user.get_id())
+    if hasattr(user, "id"):
+        return str(user.id)
+    return str(user)
+
+
+def user_stream(user: Any) -> str:
+    return f"user:{_user_id(user)}"
+
+
+def default_identity() -> Identity | None:
+    """Who is logged in, from Flask-Login; sites without it register their own loader."""
+    from flask_login import current_user
+
+    if not current_user or not current_user.is_authenticated:
+        return None
+    roles = set()
+    role = getattr(current_user, "role", None)
+    if role:
+        roles.add(str(role))
+    name = getattr(current_user, "username", None) or getattr(current_user, "name", "") or ""
+    return Identity(str(current_user.get_id()), str(name), frozenset(roles))
+
+
+class RealtimeState:
+    """Everything one app needs in one process; lives in ``app.extensions["realtime"]``."""
+
+    def __init__(self, ext: Realtime, app: Flask, store: EventStore):
+        self.ext = ext
+        self.app = app
+        self.store = store
+        self.config = {k[9:]: v for k, v in app.config.items() if k.startswith("REALTIME_")}
+        self.limits = Limits(
+            max_message_bytes=int(self.config["MAX_MESSAGE_BYTES"]),
+            outbox_bytes=int(self.config["OUTBOX_BYTES"]),
+            send_timeout=float(self.config["SEND_TIMEOUT"]),
+            heartbeat=float(self.config["HEARTBEAT"]),
+            rate=float(self.config["RATE"]),
+            burst=int(self.config["BURST"]),
+            flood_close_after=int(self.config["FLOOD_CLOSE_AFTER"]),
+        )
+        self.hub = Hub()
+        self.accepting = True
+        self.admitted = 0
+        self.refused_capacity = 0
+        self.refused_auth = 0
+        self.opened = 0
+        self.closed = 0
+        self.close_codes: dict[str, int] = {}
+        self._admit_lock = threading.Lock()
+        self._started_pid: int | None = None
+        self._start_lock = threading.Lock()
+        self.broker_kind = self._choose_broker_kind()
+        self.broker: Broker | None = None
+        self.reactor: Reactor | None = None
+        self.worker = ""
+
+    # ------------------------------------------------------------------ start-up (per process)
+
+    def _choose_broker_kind(self) -> str:
+        kind = self.config["BROKER"]
+        workers = int(self.config["WORKERS"])
+        redis_url = self.config["REDIS_URL"]
+        if kind == "auto":
+            kind = "redis" if redis_url else ("database" if workers > 1 else "memory")
+        if kind == "memory" and workers > 1:
+            raise RuntimeError(
+                f"REALTIME_BROKER=memory cannot serve {workers} workers: a message published in "
+                "one worker would never reach sockets held by another. Set REDIS_URL (or "
+                "REALTIME_BROKER=redis), use REALTIME_BROKER=database, or run one worker."
+            )
+        if kind == "redis" and not redis_url:
+            raise RuntimeError("REALTIME_BROKER=redis needs REALTIME_REDIS_URL or REDIS_URL.")
+        if kind not in ("memory", "redis", "database"):
+            raise RuntimeError(f"Unknown REALTIME_BROKER {kind!r}: use auto, memory, redis or database.")
+        return kind
+
+    def ensure_started(self) -> None:
+        """Start the reactor, broker and sweeper in this process, once (after any fork)."""
+        pid = os.getpid()
+        if self._started_pid == pid:
+            return
+        with self._start_lock:
+            if self._started_pid == pid:
+                return
+            self.worker = f"{os.uname().nodename}:{pid}"
+            self.hub = Hub()
+            self.reactor = process_reactor()
+            if self.broker_kind == "redis":
+                self.broker = RedisBroker(self.config["REDIS_URL"], self.config["REDIS_CHANNEL"])
+            elif self.broker_kind == "database":
+                self.broker = DatabaseBroker(self.store, float(self.config["POLL_INTERVAL"]))
+            else:
+                self.broker = MemoryBroker()
+            self.broker.start(self._deliver, self.sweep)
+            threading.Thread(target=self._sweep_forever, name="tidings-sweep", daemon=True).start()
+            self._started_pid = pid
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        kind = message.get("k")
+        if kind == "event":
+            self.hub.dispatch(message["stream"], message.get("seq"), message["payload"])
+        elif kind == "control" and message.get("op") == "disconnect_user":
+            for conn in self.hub.user_connections(str(message["user"])):
+                conn.close(int(message.get("code", SIGNED_OUT)), str(message.get("reason", "")))
+        for listener in self.ext._listeners:
+            try:
+                listener(self, message)
+            except Exception:
+                log.exception("realtime listener failed")
+
+    def sweep(self) -> None:
+        """Compare every followed stream with the log; connections that fell behind catch up."""
+        followed = self.hub.followed_streams()
+        if not followed:
+            return
+        heads = self.store.heads(list(followed))
+        for name, conns in followed.items():
+            head = heads.get(name, 0)
+            for conn in conns:
+                conn.nudge(name, head)
+
+    def _sweep_forever(self) -> None:
+        interval = float(self.config["SWEEP_INTERVAL"])
+        while True:
+            time.sleep(interval)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("realtime sweep failed")
+
+    # ------------------------------------------------------------------ figures
+
+    def health(self) -> dict[str, Any]:
+        """Merged into the site's ``/healthz``."""
+        return {"realtime": self.stats()}
+
+    def stats(self) -> dict[str, Any]:
+        reactor = self.reactor
+        return {
+            "worker": self.worker or f"{os.uname().nodename}:{os.getpid()}",
+            "sockets": self.hub.count(),
+            "capacity": int(self.config["MAX_SOCKETS"]),
+            "accepting": self.accepting,
+            "users_online": len(self.hub.users_online()),
+            "broker": self.broker.state() if self.broker else {"kind": self.broker_kind,
+                                                               "state": "idle"},
+            "published": self.hub.published,
+            "delivered_live": self.hub.delivered_live,
+            "opened": self.opened,
+            "closed": self.closed,
+            "refused_capacity": self.refused_capacity,
+            "refused_auth": self.refused_auth,
+            "cut_offs": reactor.cut_offs if reactor else 0,
+            "dead_peers": reactor.dead_peers if reactor else 0,
+            "close_codes": dict(self.close_codes),
+        }
+
+
+class Realtime:
+    """Live streams for a Flask site: ``realtime = Realtime(); realtime.init_app(app)``.
+
+    :param app: the application, or ``None`` to call :meth:`init_app` later.
+    :param engine: a SQLAlchemy engine for the durable log; by default ``REALTIME_DATABASE_URL``,
+        else the engine of Flask-SQLAlchemy bound to the app.
+    """
+
+    def __init__(self, app: Flask | None = None, *, engine: Engine | None = None):
+        self._engine = engine
+        self._identity_loader: IdentityLoader = default_identity
+        self._authorizers: dict[str, Authorizer] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._connect_hooks: list[Callable[[Connection], None]] = []
+        self._disconnect_hooks: list[Callable[[Connection], None]] = []
+        self._listeners: list[Callable[[RealtimeState, dict[str, Any]], None]] = []
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        for name in dir(defaults):
+            if name.isupper():
+                app.config.setdefault(f"REALTIME_{name}", getattr(defaults, name))
+        if not app.config.get("REALTIME_REDIS_URL"):
+            app.config["REALTIME_REDIS_URL"] = app.config.get("REDIS_URL")
+        # simple-websocket must not start its own reader thread: our reactor reads the socket.
+        options = dict(app.config.get("SOCK_SERVER_OPTIONS") or {})
+        options["thread_class"] = _NoThread
+        options.setdefault("ping_interval", None)
+        app.config["SOCK_SERVER_OPTIONS"] = options
+
+        store = EventStore(self._engine_factory(app))
+        state = RealtimeState(self, app, store)
+        app.extensions["realtime"] = state
+        _states.append(state)
+
+        from .views import make_blueprint
+
+        app.register_blueprint(make_blueprint(self, state))
+        app.context_processor(lambda: {"realtime_attrs": lambda: self.body_attrs(state)})
+
+    def body_attrs(self, state: RealtimeState) -> Markup:
+        """``data-*`` attributes for ``<body>``: where the socket is and the cursors at render.
+
+        A page rendered from the database then resumes every stream from the moment it was
+        rendered, so an event published between the render and the socket is not missed.
+        """
+        identity = self._identity_loader()
+        if identity is None:
+            return Markup("")
+        streams = self.default_streams(identity)
+        heads = state.store.heads(streams)
+        url = state.config["URL"]
+        return Markup(" ").join(
+            Markup('data-{}="{}"').format(name, value)
+            for name, value in (
+                ("realtime-url", url),
+                ("realtime-check", url.rstrip("/") + "/check"),
+                ("realtime-cursors", json.dumps({s: heads.get(s, 0) for s in streams})),
+            )
+        )
+
+    def _engine_factory(self, app: Flask) -> Callable[[], Engine]:
+        def factory() -> Engine:
+            if self._engine is not None:
+                return self._engine
+            url = app.config.get("REALTIME_DATABASE_URL")
+            if url:
+                return create_engine(url)
+            with app.app_context():
+                return app.extensions["sqlalchemy"].engine
+
+        return factory
+
+    # ------------------------------------------------------------------ hooks for the site
+
+    def identity_loader(self, fn: IdentityLoader) -> IdentityLoader:
+        """Register how to tell who opens a socket (default: Flask-Login's ``current_user``)."""
+        self._identity_loader = fn
+        return fn
+
+    def authorizer(self, prefix: str) -> Callable[[Authorizer], Authorizer]:
+        """Register who may follow streams named ``prefix:<id>``: ``fn(identity, id) -> bool``."""
+
+        def register(fn: Authorizer) -> Authorizer:
+            self._authorizers[prefix] = fn
+            return fn
+
+        return register
+
+    def on(self, type_: str) -> Callable[[Handler], Handler]:
+        """Register a handler for client messages of ``type_``: ``fn(conn, data) -> reply``."""
+
+        def register(fn: Handler) -> Handler:
+            self._handlers[type_] = fn
+            return fn
+
+        return register
+
+    def on_connect(self, fn: Callable[[Connection], None]) -> Callable[[Connection], None]:
+        self._connect_hooks.append(fn)
+        return fn
+
+    def on_disconnect(self, fn: Callable[[Connection], None]) -> Callable[[Connection], None]:
+        self._disconnect_hooks.append(fn)
+        return fn
+
+    def listener(self, fn: Callable[[RealtimeState, dict[str, Any]], None]):
+        """Receive every broker message in every worker (the ops dashboard uses this)."""
+        self._listeners.append(fn)
+        return fn
+
+    def can_follow(self, identity: Identity, stream: str) -> bool:
+        if stream == "broadcast":
+            return True
+        prefix, _, rest = stream.partition(":")
+        if prefix == "user":
+            return rest == identity.user_id
+        if prefix == "role":
+            return rest in identity.roles
+        fn = self._authorizers.get(prefix)
+        return bool(fn and rest and fn(identity, rest))
+
+    @staticmethod
+    def default_streams(identity: Identity) -> list[str]:
+        return [f"user:{identity.user_id}", "broadcast", *(f"role:{r}" for r in sorted(identity.roles))]
+
+    # ------------------------------------------------------------------ the public API
+
+    def state(self) -> RealtimeState:
+        """This app's state: the current app's, or the only one when called from a plain thread."""
+        if has_app_context():
+            return current_app.extensions["realtime"]
+        mine = [s for s in _states if s.ext is self]
+        if len(mine) == 1:
+            return mine[0]
+        raise RuntimeError("Call realtime from an app context when several apps use it.")
+
+    def publish(self, stream: str, type_: str, data: Any = None) -> Event:
+        """Store an event on ``stream`` and push it to every follower, in every worker.
+
+        :param stream: e.g. ``"user:7"``, ``"broadcast"``, ``"role:admin"``, ``"room:3"``.
+        :param type_: the event's ``type`` on the wire, e.g. ``"notification"``.
+        :param data: anything JSON-serializable.
+        :returns: the stored :class:`Event` (with its sequence number).
+        """
+        state = self.state()
+        state.ensure_started()
+        event = state.store.append(stream, type_, data)
+        assert state.broker is not None
+        state.broker.publish({"k": "event", "stream": stream, "seq": event.seq,
+                              "payload": event.payload})
+        return event
+
+    def notify(self, user: Any, type_: str, data: Any = None) -> Event:
+        """Publish to one user's private stream (every tab, every worker).
+
+        :param user: a user object (``get_id()`` or ``id``) or a user id.
+        """
+        return self.publish(user_stream(user), type_, data)
+
+    def broadcast(self, type_: str, data: Any = None, audience: Any = None) -> list[Event]:
+        """Publish to everyone (``audience=None``), a role (``{"role": "admin"}``) or chosen
+        users (``{"users": [...]}``)."""
+        if audience in (None, "all", "everyone"):
+            return [self.publish("broadcast", type_, data)]
+        if isinstance(audience, dict) and audience.get("role"):
+            return [self.publish(f"role:{audience['role']}", type_, data)]
+        if isinstance(audience, dict) and "users" in audience:
+            return [self.notify(user, type_, data) for user in _unique(audience["users"])]
+        raise ValueError("audience is None, {'role': name} or {'users': [...]}")
+
+    def emit(self, stream: str, type_: str, data: Any = None) -> None:
+        """Push an ephemeral event (typing, presence): not stored, not replayed."""
+        state = self.state()
+        state.ensure_started()
+        assert state.broker is not None
+        state.broker.publish({"k": "event", "stream": stream, "seq": None,
+                              "payload": envelope(stream, None, type_, data)})
+
+    def disconnect_user(self, user: Any, code: int = SIGNED_OUT, reason: str = "signed out") -> None:
+        """Close every socket of ``user`` in every worker (logout, deactivation)."""
+        state = self.state()
+        state.ensure_started()
+        assert state.broker is not None
+        state.broker.publish({"k": "control", "op": "disconnect_user", "user": _user_id(user),
+                              "code": code, "reason": reason})
+
+    def send_control(self, message: dict[str, Any]) -> None:
+        """Send a control message to every worker's listeners (not to clients)."""
+        state = self.state()
+        state.ensure_started()
+        assert state.broker is not None
+        state.broker.publish({"k": "control", **message})
+
+    def stats(self) -> dict[str, Any]:
+        return self.state().stats()
+
+
+def _unique(users: Iterable[Any]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for user in users:
+        seen.setdefault(_user_id(user), user)
+    return list(seen.values())
+
+
+class _NoThread:
+    """Stands in for simple-websocket's per-socket reader thread, which we never start."""
+
+    def __init__(self, target: Callable[[], None] | None = None, **_: Any):
+        self.name = "tidings-no-reader"
+
+    def start(self) -> None:
+        pass

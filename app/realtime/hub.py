@@ -1,0 +1,87 @@
+"""This process's registry of connections: who follows which stream, and local fan-out.
+
+Delivery to a client (the connection's job) is kept apart from fan-out between processes (the
+broker's job). The hub copies the recipients under its lock and writes outside it, so a
+subscribe or a disconnect never waits for a fan-out in progress.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from . import frames
+from .connection import Connection
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: dict[str, set[Connection]] = defaultdict(set)
+        self._users: dict[str, set[Connection]] = defaultdict(set)
+        self.published = 0
+        self.delivered_live = 0
+
+    def add(self, conn: Connection) -> None:
+        with self._lock:
+            self._users[conn.identity.user_id].add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        with self._lock:
+            for name in list(conn.streams):
+                self._discard(name, conn)
+            users = self._users.get(conn.identity.user_id)
+            if users is not None:
+                users.discard(conn)
+                if not users:
+                    del self._users[conn.identity.user_id]
+
+    def subscribe(self, conn: Connection, stream: str) -> None:
+        with self._lock:
+            self._streams[stream].add(conn)
+
+    def unsubscribe(self, conn: Connection, stream: str) -> None:
+        with self._lock:
+            self._discard(stream, conn)
+
+    def _discard(self, stream: str, conn: Connection) -> None:
+        members = self._streams.get(stream)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del self._streams[stream]
+
+    def dispatch(self, stream: str, seq: int | None, payload: str) -> int:
+        """Write one event to every local follower of ``stream``; returns how many it reached."""
+        with self._lock:
+            targets = tuple(self._streams.get(stream, ()))
+        self.published += 1
+        if not targets:
+            return 0
+        frame = frames.text(payload)
+        reached = 0
+        for conn in targets:
+            if conn.offer(stream, seq, frame):
+                reached += 1
+        self.delivered_live += reached
+        return reached
+
+    def user_connections(self, user_id: str) -> list[Connection]:
+        with self._lock:
+            return list(self._users.get(user_id, ()))
+
+    def connections(self) -> list[Connection]:
+        with self._lock:
+            return [conn for conns in self._users.values() for conn in conns]
+
+    def followed_streams(self) -> dict[str, list[Connection]]:
+        with self._lock:
+            return {name: list(conns) for name, conns in self._streams.items()}
+
+    def users_online(self) -> list[str]:
+        with self._lock:
+            return list(self._users)
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(len(conns) for conns in self._users.values())

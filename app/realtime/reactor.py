@@ -1,0 +1,189 @@
+"""The one I/O thread of a worker process: reads every socket, flushes backlogs, sends heartbeats.
+
+simple-websocket would start a reader thread per socket (two OS threads per socket with gthread).
+Instead the handshake's socket is handed to this selector loop, so a socket costs the one gunicorn
+thread that accepted it (which runs the client's commands) and nothing more. The loop never blocks
+on a socket: reads and writes are non-blocking, and a client that stops reading is cut off by the
+outbox limit or the send timeout instead of holding anything up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from . import frames
+from .connection import GOING_AWAY, SLOW_CONSUMER, Connection
+
+log = logging.getLogger("tidings.realtime")
+
+#: Seconds between housekeeping passes (heartbeats, stalled and dead peers).
+TICK = 0.5
+
+
+class Reactor:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._commands: deque[tuple[str, Connection | None]] = deque()
+        self._conns: set[Connection] = set()
+        self._writing: set[Connection] = set()
+        self.on_finish: Callable[[Connection], None] | None = None
+        self.cut_offs = 0
+        self.dead_peers = 0
+        self.stopping = False
+        self._thread = threading.Thread(target=self._run, name="tidings-reactor", daemon=True)
+        self._thread.start()
+
+    # -------------------------------------------------------------- called from other threads
+
+    def _command(self, op: str, conn: Connection | None) -> None:
+        self._commands.append((op, conn))
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    def add(self, conn: Connection) -> None:
+        conn.sock.setblocking(False)
+        self._command("add", conn)
+
+    def want_write(self, conn: Connection) -> None:
+        self._command("write", conn)
+
+    def finish_soon(self, conn: Connection) -> None:
+        self._command("closing", conn)
+
+    def shutdown(self) -> None:
+        """Close every socket with 1001 so clients reconnect to a live worker at once."""
+        self.stopping = True
+        self._command("shutdown", None)
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    # -------------------------------------------------------------- the loop
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + TICK
+        while True:
+            try:
+                timeout = max(0.0, next_tick - time.monotonic())
+                for key, mask in self._selector.select(timeout):
+                    conn = key.data
+                    if conn is None:
+                        self._drain_wakeups()
+                        continue
+                    if mask & selectors.EVENT_WRITE:
+                        self._flush(conn)
+                    if mask & selectors.EVENT_READ and conn in self._conns:
+                        if not conn.on_readable():
+                            self._finish(conn)
+                while self._commands:
+                    op, conn = self._commands.popleft()
+                    self._apply(op, conn)
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._tick(now)
+                    next_tick = now + TICK
+            except Exception:  # keep serving every other socket whatever one of them did
+                log.exception("realtime reactor error")
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _apply(self, op: str, conn: Connection | None) -> None:
+        if op == "add" and conn is not None:
+            if self.stopping:
+                conn.close(GOING_AWAY, "server restarting")
+            self._conns.add(conn)
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            if conn.closing:
+                self._apply("closing", conn)
+        elif op == "write" and conn is not None and conn in self._conns:
+            if conn not in self._writing:
+                self._writing.add(conn)
+                self._selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+        elif op == "closing" and conn is not None and conn in self._conns:
+            self._flush(conn)
+        elif op == "shutdown":
+            for each in list(self._conns):
+                each.close(GOING_AWAY, "server restarting")
+
+    def _flush(self, conn: Connection) -> None:
+        if conn not in self._conns:
+            return
+        if conn.flush():
+            if conn in self._writing:
+                self._writing.discard(conn)
+                self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            # After our own close frame we keep reading until the client's close arrives (or
+            # the deadline in _tick): then the TCP close is clean on both sides.
+            if conn.peer_closed or conn.broken:
+                self._finish(conn)
+        elif conn not in self._writing:
+            self._writing.add(conn)
+            self._selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+
+    def _finish(self, conn: Connection) -> None:
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        self._writing.discard(conn)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        # The socket object belongs to the server thread that accepted it, which closes it once
+        # the session ends. Shut it down here: gunicorn's graceful close would otherwise linger
+        # on its main loop waiting for a client that may never answer (a stalled reader).
+        try:
+            conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        conn.mark_finished()
+        if self.on_finish is not None:
+            self.on_finish(conn)
+
+    def _tick(self, now: float) -> None:
+        for conn in list(self._conns):
+            if conn.closing:
+                if now > conn.close_deadline:
+                    self._finish(conn)
+                continue
+            stalled = conn.stalled_for(now)
+            if stalled > conn.limits.send_timeout:
+                with conn.lock:
+                    conn._cut_off_locked()
+                continue
+            heartbeat = conn.limits.heartbeat
+            if now - conn.last_recv > 2 * heartbeat:
+                # Two heartbeats without a pong (or anything else): the peer is gone, or stopped
+                # reading. Queue a close it would understand if it ever reads, and drop it now.
+                self.dead_peers += 1
+                with conn.lock:
+                    conn._write_locked(frames.close(SLOW_CONSUMER, "heartbeat timeout: resume"))
+                    conn.writable = False
+                conn.close_code, conn.close_reason = SLOW_CONSUMER, "heartbeat timeout"
+                self._finish(conn)
+                continue
+            if now >= conn.next_ping:
+                conn.next_ping = now + heartbeat
+                with conn.lock:
+                    conn._write_locked(frames.ping())
+                    conn._write_locked(frames.text('{"type":"hb"}'))

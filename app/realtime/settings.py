@@ -1,0 +1,43 @@
+"""Defaults for every ``REALTIME_*`` setting, in one place so the docs and the code agree."""
+
+from __future__ import annotations
+
+#: URL of the one WebSocket endpoint a page opens (one socket per tab, every stream multiplexed).
+URL = "/ws"
+#: Origins allowed besides the site's own (scheme://host[:port]). Cross-site handshakes get 403.
+ALLOWED_ORIGINS: list[str] = []
+#: "auto", "memory", "redis" or "database". Auto picks Redis when a URL is set, the durable log
+#: ("database") when gunicorn runs several workers, else the in-process broker.
+BROKER = "auto"
+#: Redis URL for fan-out between workers and hosts; falls back to the site's ``REDIS_URL``.
+REDIS_URL: str | None = None
+#: Redis pub/sub channel prefix, so several sites can share one Redis.
+REDIS_CHANNEL = "tidings"
+#: How many gunicorn workers share this site; the config reads ``WEB_CONCURRENCY``.
+WORKERS = 1
+#: Sockets one worker holds at most. Each holds one gunicorn thread, so keep it below ``threads``.
+MAX_SOCKETS = 1000
+#: Sockets one user may hold in one worker (tabs). Past it the handshake gets 429.
+MAX_SOCKETS_PER_USER = 20
+#: Seconds a refused client is told to wait (``Retry-After``) when the worker is full.
+RETRY_AFTER = 5
+#: Seconds between server heartbeats (a WebSocket ping plus an ``hb`` message for browsers).
+HEARTBEAT = 25.0
+#: Largest inbound message in bytes; a larger one closes the socket with 1009.
+MAX_MESSAGE_BYTES = 64 * 1024
+#: Bytes a connection may have queued for a client that does not read, before it is cut off (4008).
+OUTBOX_BYTES = 1024 * 1024
+#: Seconds a queued frame may wait for a client that does not read, before it is cut off (4008).
+SEND_TIMEOUT = 10.0
+#: Inbound messages per second a connection may send on average ...
+RATE = 20.0
+#: ... with bursts up to this many; excess messages get a ``rate_limited`` error frame.
+BURST = 40
+#: Refused messages after which a flooding connection is closed (4029).
+FLOOD_CLOSE_AFTER = 100
+#: Rows read per query when a client catches up from its cursor.
+REPLAY_PAGE = 500
+#: Seconds between checks of the durable log for events a broker failed to announce.
+SWEEP_INTERVAL = 5.0
+#: Seconds between polls of the durable log by the "database" broker.
+POLL_INTERVAL = 0.1

@@ -1,0 +1,275 @@
+/*
+ * Tidings realtime client: one socket per tab, every stream multiplexed on it.
+ *
+ * - Reconnects with capped exponential backoff and full jitter (0.5 s to 20 s).
+ * - Calls a connection stale after 2.5 heartbeats of silence and reopens it.
+ * - Resumes every stream from the last event id it saw, so nothing is missed or shown twice.
+ * - Reopens at once when the tab becomes visible or the network comes back.
+ * - Keeps the header's #rt-status indicator honest.
+ *
+ * No build step: a classic script that sets window.TidingsRealtime. Settings come from
+ * data-* attributes on <body> (data-realtime-url, data-realtime-cursors).
+ */
+(function () {
+  "use strict";
+
+  var MIN_DELAY = 500;
+  var MAX_DELAY = 20000;
+
+  var LABELS = {
+    connecting: "connecting…",
+    live: "live",
+    reconnecting: "reconnecting…",
+    offline: "offline",
+    signedout: "signed out",
+    refused: "unavailable",
+  };
+
+  function Realtime(options) {
+    this.url = options.url;
+    this.checkUrl = options.checkUrl;
+    this.cursors = Object.assign({}, options.cursors || {});
+    this.extra = {};            // streams the page follows beyond the defaults
+    this.handlers = {};         // event type -> [fn]
+    this.pending = {};          // ref -> {resolve, reject}
+    this.nextRef = 1;
+    this.attempt = 0;
+    this.ws = null;
+    this.timer = null;
+    this.staleTimer = null;
+    this.heartbeat = 25;
+    this.stopped = false;
+    this.state = "offline";
+    this.statusEl = document.getElementById("rt-status");
+    this.followed = {};         // streams the server confirmed on this socket
+    var self = this;
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState === "visible") self.reconnectNow();
+    });
+    window.addEventListener("online", function () { self.reconnectNow(); });
+    window.addEventListener("offline", function () { self.setState("offline"); });
+  }
+
+  Realtime.prototype.setState = function (state, detail) {
+    this.state = state;
+    if (this.statusEl) {
+      this.statusEl.dataset.state = state;
+      this.statusEl.textContent = LABELS[state] || state;
+      this.statusEl.title = detail || "";
+    }
+    this.emit("status", { state: state, detail: detail || "" });
+  };
+
+  Realtime.prototype.on = function (type, fn) {
+    (this.handlers[type] = this.handlers[type] || []).push(fn);
+    return this;
+  };
+
+  Realtime.prototype.emit = function (type, message) {
+    var list = this.handlers[type] || [];
+    for (var i = 0; i < list.length; i++) {
+      try { list[i](message); } catch (err) { console.error(err); }
+    }
+  };
+
+  Realtime.prototype.connect = function () {
+    if (this.stopped) return;
+    if (this.ws && this.ws.readyState <= 1) return;
+    clearTimeout(this.timer);
+    this.setState(this.attempt ? "reconnecting" : "connecting");
+    var ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (err) {
+      this.scheduleReconnect();
+      return;
+    }
+    var self = this;
+    var opened = false;
+    this.ws = ws;
+    this.followed = {};
+    ws.onopen = function () { opened = true; self.touch(); };
+    ws.onmessage = function (e) {
+      self.touch();
+      var message;
+      try { message = JSON.parse(e.data); } catch (err) { return; }
+      self.receive(message);
+    };
+    ws.onclose = function (e) {
+      if (self.ws !== ws) return;
+      clearTimeout(self.staleTimer);
+      self.ws = null;
+      self.rejectPending("connection closed");
+      if (!opened) { self.explainRefusal(); return; }
+      if (e.code === 4001) { self.stopped = true; self.setState("signedout", e.reason); return; }
+      // 1001 (restart), 4008 (we fell behind), 1006 (dropped): reconnect and resume.
+      self.scheduleReconnect(e.code === 1001 || e.code === 4008);
+    };
+  };
+
+  Realtime.prototype.explainRefusal = function () {
+    // A browser never shows the handshake's HTTP status, so ask the server why it refused.
+    var self = this;
+    fetch(this.checkUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.json().then(function (body) { return [r.status, body]; }); })
+      .then(function (result) {
+        var status = result[0], message = (result[1].error || {}).message || "";
+        if (status === 401 || status === 403) {
+          self.stopped = true;
+          self.setState("signedout", message);
+          self.emit("refused", { status: status, message: message });
+        } else {
+          self.scheduleReconnect();
+        }
+      })
+      .catch(function () { self.scheduleReconnect(); });
+  };
+
+  Realtime.prototype.scheduleReconnect = function (soon) {
+    if (this.stopped) return;
+    this.attempt += 1;
+    var cap = Math.min(MAX_DELAY, MIN_DELAY * Math.pow(2, this.attempt - 1));
+    // Full jitter: restarts do not bring every tab back in the same instant.
+    var delay = soon ? Math.random() * 1000 : Math.random() * cap;
+    this.setState(navigator.onLine === false ? "offline" : "reconnecting");
+    var self = this;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(function () { self.connect(); }, delay);
+  };
+
+  Realtime.prototype.reconnectNow = function () {
+    if (this.stopped) return;
+    if (this.ws && this.ws.readyState <= 1) return;
+    clearTimeout(this.timer);
+    this.connect();
+  };
+
+  Realtime.prototype.touch = function () {
+    var self = this;
+    clearTimeout(this.staleTimer);
+    this.staleTimer = setTimeout(function () {
+      // No heartbeat for 2.5 intervals: the connection is dead even if the browser thinks not.
+      if (self.ws) { self.ws.close(); }
+      self.ws = null;
+      self.scheduleReconnect(true);
+    }, this.heartbeat * 2500);
+  };
+
+  Realtime.prototype.receive = function (message) {
+    var type = message.type;
+    if (type === "welcome") {
+      this.heartbeat = message.heartbeat || 25;
+      this.touch();
+      this.attempt = 0;
+      this.welcome = message;
+      var streams = message.streams.concat(Object.keys(this.extra));
+      for (var i = 0; i < streams.length; i++) this.subscribe(streams[i]);
+      this.setState("live");
+      this.emit("welcome", message);
+      return;
+    }
+    if (type === "hb" || type === "pong") return;
+    if (type === "reply" || (type === "error" && message.ref != null && this.pending[message.ref])) {
+      var waiter = this.pending[message.ref];
+      if (waiter) {
+        delete this.pending[message.ref];
+        if (type === "reply") waiter.resolve(message.data); else waiter.reject(message);
+      }
+      return;
+    }
+    if (type === "subscribed") {
+      this.followed[message.stream] = true;
+      if (this.cursors[message.stream] == null) this.cursors[message.stream] = message.after;
+      this.emit("subscribed", message);
+      return;
+    }
+    if (type === "error") { this.emit("error", message); return; }
+    if (message.stream && message.id != null) {
+      var last = this.cursors[message.stream];
+      if (last != null && message.id <= last) return;   // seen already (resume overlap)
+      this.cursors[message.stream] = message.id;
+    }
+    this.emit(type, message);
+    this.emit("*", message);
+  };
+
+  Realtime.prototype.subscribe = function (stream) {
+    var after = this.cursors[stream];
+    var message = { type: "subscribe", stream: stream };
+    if (after != null) message.after = after;
+    this.raw(message);
+  };
+
+  /* Follow another stream (a chat room); survives reconnects. */
+  Realtime.prototype.follow = function (stream, after) {
+    this.extra[stream] = true;
+    if (after != null && this.cursors[stream] == null) this.cursors[stream] = after;
+    if (this.ws && this.ws.readyState === 1 && this.welcome) this.subscribe(stream);
+  };
+
+  Realtime.prototype.unfollow = function (stream) {
+    delete this.extra[stream];
+    delete this.followed[stream];
+    this.raw({ type: "unsubscribe", stream: stream });
+  };
+
+  Realtime.prototype.raw = function (message) {
+    if (this.ws && this.ws.readyState === 1) {
+      this.ws.send(JSON.stringify(message));
+      return true;
+    }
+    return false;
+  };
+
+  /* Send a command; resolves with the server's reply, rejects with its error frame. */
+  Realtime.prototype.send = function (type, data) {
+    var ref = String(this.nextRef++);
+    var self = this;
+    return new Promise(function (resolve, reject) {
+      if (!self.raw({ type: type, data: data, ref: ref })) {
+        reject({ code: "offline", message: "Not connected; try again in a moment." });
+        return;
+      }
+      self.pending[ref] = { resolve: resolve, reject: reject };
+    });
+  };
+
+  Realtime.prototype.rejectPending = function (why) {
+    var pending = this.pending;
+    this.pending = {};
+    Object.keys(pending).forEach(function (ref) {
+      pending[ref].reject({ code: "disconnected", message: why });
+    });
+  };
+
+  var waiting = [];
+
+  /* Run fn(rt) once the client exists: page scripts register their handlers this way. */
+  window.withRealtime = function (fn) {
+    if (window.TidingsRealtime) fn(window.TidingsRealtime); else waiting.push(fn);
+  };
+
+  function start() {
+    var body = document.body;
+    if (!body || !body.dataset.realtimeUrl) return null;
+    var scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    var cursors = {};
+    try { cursors = JSON.parse(body.dataset.realtimeCursors || "{}"); } catch (err) { cursors = {}; }
+    var rt = new Realtime({
+      url: scheme + "//" + location.host + body.dataset.realtimeUrl,
+      checkUrl: body.dataset.realtimeCheck,
+      cursors: cursors,
+    });
+    window.TidingsRealtime = rt;
+    waiting.splice(0).forEach(function (fn) { fn(rt); });
+    rt.connect();
+    return rt;
+  }
+
+  window.TidingsRealtimeClass = Realtime;
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

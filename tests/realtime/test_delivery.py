@@ -1,0 +1,123 @@
+"""Store first, push second: live delivery, resume from a cursor, and fan-out across workers."""
+
+from __future__ import annotations
+
+from tests.support.sockets import Client, publisher
+
+
+def own_stream(client: Client) -> str:
+    return next(s for s in client.welcome["streams"] if s.startswith("user:"))
+
+
+def test_a_background_job_notifies_a_connected_user(server, live_login_as):
+    client = Client(server, live_login_as(server, "alice", "alice-demo-pass"))
+    try:
+        stream = own_stream(client)
+        client.subscribe(stream)
+        event = publisher(server).publish(stream, "notification", {"title": "Build finished"})
+        [received] = client.events(1, stream)
+        assert received["id"] == event.seq
+        assert received["data"] == {"title": "Build finished"}
+    finally:
+        client.close()
+
+
+def test_reconnecting_with_a_cursor_replays_exactly_what_was_missed(server, live_login_as):
+    http = live_login_as(server, "bob", "bob-demo-pass")
+    jobs = publisher(server)
+    client = Client(server, http)
+    stream = own_stream(client)
+    client.subscribe(stream)
+    first = jobs.publish(stream, "notification", {"n": "before"})
+    [seen] = client.events(1, stream)
+    assert seen["id"] == first.seq
+    client.close()
+
+    missed = [jobs.publish(stream, "notification", {"n": i}).seq for i in range(20)]
+
+    again = Client(server, http)
+    try:
+        reply = again.subscribe(stream, after=seen["id"])
+        assert reply["type"] == "subscribed"
+        replayed = again.events(20, stream)
+        assert [m["id"] for m in replayed] == missed
+        assert [m["data"]["n"] for m in replayed] == list(range(20))
+        # And then live, with nothing shown twice.
+        live = jobs.publish(stream, "notification", {"n": "live"})
+        [after] = again.events(1, stream)
+        assert after["id"] == live.seq == missed[-1] + 1
+    finally:
+        again.close()
+
+
+def test_two_tabs_of_one_user_both_receive(server, live_login_as):
+    http = live_login_as(server, "alice", "alice-demo-pass")
+    tabs = [Client(server, http), Client(server, http)]
+    try:
+        stream = own_stream(tabs[0])
+        for tab in tabs:
+            tab.subscribe(stream)
+        event = publisher(server).publish(stream, "notification", {"title": "both"})
+        for tab in tabs:
+            assert tab.events(1, stream)[0]["id"] == event.seq
+    finally:
+        for tab in tabs:
+            tab.close()
+
+
+def clients_on_both_workers(server, http, attempts=40) -> list[Client]:
+    """Open sockets until two of them are held by different workers."""
+    by_worker: dict[str, Client] = {}
+    extra: list[Client] = []
+    for _ in range(attempts):
+        client = Client(server, http)
+        if client.worker in by_worker:
+            extra.append(client)
+        else:
+            by_worker[client.worker] = client
+        if len(by_worker) == 2:
+            break
+    for client in extra:
+        client.close()
+    assert len(by_worker) == 2, "the kernel never gave a socket to the second worker"
+    return list(by_worker.values())
+
+
+def test_with_redis_a_notify_reaches_the_users_sockets_in_every_worker(redis_server, live_login_as):
+    http = live_login_as(redis_server, "alice", "alice-demo-pass")
+    clients = clients_on_both_workers(redis_server, http)
+    try:
+        stream = own_stream(clients[0])
+        for client in clients:
+            client.subscribe(stream)
+            client.subscribe("broadcast")
+        jobs = publisher(redis_server)
+        note = jobs.notify(stream.split(":")[1], "notification", {"title": "hi"})
+        [everyone] = jobs.broadcast("announcement", {"title": "all hands"})
+        for client in clients:
+            got = client.events(2)
+            assert {(m["stream"], m["id"]) for m in got} == {
+                (stream, note.seq), ("broadcast", everyone.seq)}
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_several_workers_without_a_broker_still_deliver_everything(tmp_path, live_login_as):
+    from tests.support.live import start_live_server
+
+    server = start_live_server(tmp_path, workers=2, env={"REALTIME_POLL_INTERVAL": "0.05"})
+    try:
+        assert server.read_log().count("Booting worker") >= 2
+        http = live_login_as(server, "alice", "alice-demo-pass")
+        clients = clients_on_both_workers(server, http)
+        for client in clients:
+            client.subscribe("broadcast")
+        jobs = publisher(server)
+        sent = [jobs.broadcast("announcement", {"n": i})[0].seq for i in range(5)]
+        for client in clients:
+            assert [m["id"] for m in client.events(5, "broadcast")] == sent
+        for client in clients:
+            client.close()
+    finally:
+        server.stop()
