@@ -1,0 +1,1 @@
+"""Admin pages for composing announcements and reading their delivery figures."""

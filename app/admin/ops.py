@@ -1,0 +1,1 @@
+"""The live operations dashboard of the realtime layer."""

@@ -1,0 +1,6 @@
+"""Per-user notifications: the inbox, the bell, preferences, and ``flask notify``."""
+
+from flask import Blueprint
+
+# cli_group=None: the commands read ``flask notify ...`` and ``flask broadcast ...``.
+bp = Blueprint("notifications", __name__, cli_group=None)
