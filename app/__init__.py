@@ -57,9 +57,11 @@ def register_blueprints(app: Flask) -> None:
     from app.chat import bp as chat_bp
     from app.main import bp as main_bp
     from app.notifications import bp as notifications_bp
+    from app.ops import bp as ops_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(notifications_bp)
     app.register_blueprint(chat_bp)
+    app.register_blueprint(ops_bp)

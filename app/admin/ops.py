@@ -1,1 +1,0 @@
-"""The live operations dashboard of the realtime layer."""
