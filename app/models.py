@@ -69,6 +69,8 @@ class LoginAttempt(db.Model):
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
     try:
-        return db.session.get(User, int(user_id))
+        user = db.session.get(User, int(user_id))
     except ValueError:
         return None
+    # A deactivated account's existing sessions stop working at once, not at their expiry.
+    return user if user is not None and user.active else None

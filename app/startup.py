@@ -22,6 +22,8 @@ def seed_demo_accounts_if_enabled(
     app = create_app()
     if not app.config.get("DEMO_ACCOUNTS"):
         return
+    # No realtime threads in the arbiter: they would not survive the fork into workers.
+    app.extensions["realtime"].deliver_live = False
     with app.app_context():
         try:
             accounts = ensure_demo_accounts()

@@ -115,6 +115,9 @@ class RealtimeState:
         self._start_lock = threading.Lock()
         self.broker_kind = self._choose_broker_kind()
         self.broker: Broker | None = None
+        #: False for a throwaway app (start-up seeding in gunicorn's arbiter): events are stored
+        #: but no threads start; clients pick them up from the log when they connect.
+        self.deliver_live = True
         self.reactor: Reactor | None = None
         self.worker = ""
 
@@ -137,6 +140,12 @@ class RealtimeState:
         if kind not in ("memory", "redis", "database"):
             raise RuntimeError(f"Unknown REALTIME_BROKER {kind!r}: use auto, memory, redis or database.")
         return kind
+
+    def adopt_worker_count(self, workers: int) -> None:
+        """gunicorn tells us how many workers really run (``-w`` may bypass the config)."""
+        if workers > int(self.config["WORKERS"]) and self._started_pid is None:
+            self.config["WORKERS"] = workers
+            self.broker_kind = self._choose_broker_kind()
 
     def ensure_started(self) -> None:
         """Start the reactor, broker and sweeper in this process, once (after any fork)."""
@@ -367,11 +376,12 @@ class Realtime:
         :returns: the stored :class:`Event` (with its sequence number).
         """
         state = self.state()
-        state.ensure_started()
         event = state.store.append(stream, type_, data)
-        assert state.broker is not None
-        state.broker.publish({"k": "event", "stream": stream, "seq": event.seq,
-                              "payload": event.payload})
+        if state.deliver_live:
+            state.ensure_started()
+            assert state.broker is not None
+            state.broker.publish({"k": "event", "stream": stream, "seq": event.seq,
+                                  "payload": event.payload})
         return event
 
     def notify(self, user: Any, type_: str, data: Any = None) -> Event:

@@ -38,6 +38,6 @@ FLOOD_CLOSE_AFTER = 100
 #: Rows read per query when a client catches up from its cursor.
 REPLAY_PAGE = 500
 #: Seconds between checks of the durable log for events a broker failed to announce.
-SWEEP_INTERVAL = 5.0
+SWEEP_INTERVAL = 2.0
 #: Seconds between polls of the durable log by the "database" broker.
 POLL_INTERVAL = 0.1

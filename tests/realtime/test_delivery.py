@@ -121,3 +121,15 @@ def test_several_workers_without_a_broker_still_deliver_everything(tmp_path, liv
             client.close()
     finally:
         server.stop()
+
+
+def test_an_in_process_broker_with_several_workers_refuses_to_start(tmp_path):
+    """`gunicorn -w 2` with REALTIME_BROKER=memory would confine messages to one worker: the
+    server stops at boot with a message that says how to fix it, instead of silently losing."""
+    import pytest
+
+    from tests.support.live import start_live_server
+
+    with pytest.raises(RuntimeError) as failure:
+        start_live_server(tmp_path, workers=2, env={"REALTIME_BROKER": "memory"})
+    assert "REALTIME_BROKER=memory cannot serve 2 workers" in str(failure.value)
