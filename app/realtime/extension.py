@@ -10,13 +10,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, has_app_context, has_request_context
 from markupsafe import Markup
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from . import settings as defaults
 from .brokers import Broker, DatabaseBroker, MemoryBroker, RedisBroker
+from .cluster import ClusterReporter
 from .connection import SIGNED_OUT, Connection, Identity, Limits
 from .hub import Hub
 from .reactor import Reactor
@@ -120,6 +121,8 @@ class RealtimeState:
         self.deliver_live = True
         self.reactor: Reactor | None = None
         self.worker = ""
+        # ops (issue 9): cross-worker figures; reports start with the broker in ensure_started.
+        self.cluster = ClusterReporter(self, float(self.config["CLUSTER_INTERVAL"]))
 
     # ------------------------------------------------------------------ start-up (per process)
 
@@ -150,6 +153,10 @@ class RealtimeState:
     def ensure_started(self) -> None:
         """Start the reactor, broker and sweeper in this process, once (after any fork)."""
         pid = os.getpid()
+        if has_request_context():
+            # ops (issue 9): only processes serving the site report to the cluster, not a CLI
+            # command or a job queue that merely publishes through the same broker.
+            self.cluster.serving = True
         if self._started_pid == pid:
             return
         with self._start_lock:
@@ -167,6 +174,7 @@ class RealtimeState:
             self.broker.start(self._deliver, self.sweep)
             threading.Thread(target=self._sweep_forever, name="tidings-sweep", daemon=True).start()
             self._started_pid = pid
+            self.cluster.start(pid)  # ops (issue 9): report this worker's figures to the others
 
     def _deliver(self, message: dict[str, Any]) -> None:
         kind = message.get("k")
@@ -175,6 +183,8 @@ class RealtimeState:
         elif kind == "control" and message.get("op") == "disconnect_user":
             for conn in self.hub.user_connections(str(message["user"])):
                 conn.close(int(message.get("code", SIGNED_OUT)), str(message.get("reason", "")))
+        elif kind == "control" and message.get("op") == "stats":
+            self.cluster.receive(message)  # ops (issue 9): another worker's figures
         for listener in self.ext._listeners:
             try:
                 listener(self, message)
@@ -227,6 +237,11 @@ class RealtimeState:
             "dead_peers": reactor.dead_peers if reactor else 0,
             "close_codes": dict(self.close_codes),
         }
+
+    def cluster_stats(self) -> dict[str, Any]:
+        """ops (issue 9): every live worker's figures as this worker last heard them."""
+        self.ensure_started()
+        return self.cluster.aggregate()
 
 
 class Realtime:

@@ -41,3 +41,5 @@ REPLAY_PAGE = 500
 SWEEP_INTERVAL = 2.0
 #: Seconds between polls of the durable log by the "database" broker.
 POLL_INTERVAL = 0.1
+#: Seconds between the reports each worker sends the others (ops dashboard, ``/metrics``).
+CLUSTER_INTERVAL = 1.0

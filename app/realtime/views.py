@@ -173,13 +173,16 @@ def _handle(ext: Realtime, state: RealtimeState, conn: Connection, command: Any)
     except ValueError:
         _error(conn, "bad_json", "Messages must be JSON text.")
         return
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+    if not isinstance(message, dict):
         _error(conn, "bad_message", 'A message is a JSON object with a string "type".')
         return
     ref = message.get("ref")
     if not (ref is None or (isinstance(ref, (str, int)) and not isinstance(ref, bool)
                             and len(str(ref)) <= 64)):
         _error(conn, "bad_message", '"ref" must be a short string or number.')
+        return
+    if not isinstance(message.get("type"), str):
+        _error(conn, "bad_message", 'A message is a JSON object with a string "type".', ref)
         return
     kind = message["type"]
     if kind == "subscribe":
