@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_sock import Sock
 
 from . import frames
@@ -71,7 +71,12 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
 
     @sock.route(config["URL"], bp=bp)
     def socket(ws: Any) -> None:
-        serve(ext, state, ws, g._realtime_identity)
+        identity = g._realtime_identity
+        # This request lives as long as the socket. Run the app context's teardown now, so
+        # what the handshake used (above all a database session holding a pooled connection)
+        # is released instead of being held for hours; commands get fresh app contexts.
+        current_app.do_teardown_appcontext()
+        serve(ext, state, ws, identity)
 
     return bp
 

@@ -58,3 +58,19 @@ def test_user_cannot_follow_streams_that_are_not_theirs(server, live_login_as, s
         assert client.expect("pong")["ref"] == "p"
     finally:
         client.close()
+
+
+def test_open_sockets_do_not_hold_database_connections(server, live_login_as):
+    """The pool has 15 connections; 25 open sockets must not pin one each (the handshake's
+    session is released when the socket starts), or the 16th handshake would hang."""
+    clients = []
+    try:
+        for name in ("alice", "bob"):
+            http = live_login_as(server, name, f"{name}-demo-pass")
+            clients += [Client(server, http, timeout=10) for _ in range(13)]
+        assert len(clients) == 26
+        clients[-1].send({"type": "ping", "ref": "last"})
+        assert clients[-1].expect("pong")["ref"] == "last"
+    finally:
+        for client in clients:
+            client.close()
