@@ -185,3 +185,86 @@ class DatabaseBroker(Broker):
 
     def state(self) -> dict[str, Any]:
         return {"kind": self.name, "state": self._state}
+
+
+class PostgresBroker(Broker):
+    """Several workers on a site that already runs PostgreSQL: LISTEN/NOTIFY, no extra service.
+
+    A notification carries the message when it fits PostgreSQL's 8000-byte payload limit; a
+    larger stored event is announced by its (stream, seq) and read from the log by each listener.
+    """
+
+    name = "postgres"
+    MAX_PAYLOAD = 7900
+
+    def __init__(self, store: EventStore, channel: str):
+        self._store = store
+        self._channel = channel
+        self._state = "connecting"
+        self.reconnects = 0
+        self.publish_errors = 0
+
+    def _dsn(self) -> str:
+        url = self._store.engine.url.set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
+    def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        threading.Thread(target=self._listen, args=(deliver, resync), name="tidings-pglisten",
+                         daemon=True).start()
+
+    def _listen(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        import psycopg
+
+        backoff = 0.2
+        first = True
+        while True:
+            try:
+                with psycopg.connect(self._dsn(), autocommit=True) as conn:
+                    conn.execute(f'LISTEN "{self._channel}"')
+                    self._state = "connected"
+                    backoff = 0.2
+                    if not first:
+                        self.reconnects += 1
+                        resync()
+                    first = False
+                    while True:
+                        for note in conn.notifies(timeout=1.0):
+                            message = json.loads(note.payload)
+                            if message.get("k") == "event" and "payload" not in message:
+                                message["payload"] = self._store.payload(
+                                    message["stream"], message["seq"])
+                                if message["payload"] is None:
+                                    continue
+                            try:
+                                deliver(message)
+                            except Exception:
+                                log.exception("realtime dispatch failed")
+            except Exception as exc:
+                self._state = "reconnecting"
+                log.warning("postgres broker lost its connection (%s); retrying in %.1fs",
+                            exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def publish(self, message: dict[str, Any]) -> None:
+        from sqlalchemy import text
+
+        body = json.dumps(message, separators=(",", ":"))
+        if len(body) > self.MAX_PAYLOAD:
+            if message.get("k") != "event" or message.get("seq") is None:
+                log.warning("ephemeral message of %d bytes dropped: too large for NOTIFY",
+                            len(body))
+                return
+            body = json.dumps({"k": "event", "stream": message["stream"],
+                               "seq": message["seq"]}, separators=(",", ":"))
+        try:
+            with self._store.engine.begin() as conn:
+                conn.execute(text("SELECT pg_notify(:channel, :body)"),
+                             {"channel": self._channel, "body": body})
+        except Exception as exc:
+            self.publish_errors += 1
+            log.warning("postgres NOTIFY failed (%s); clients will catch up from the log", exc)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.name, "state": self._state, "reconnects": self.reconnects,
+                "publish_errors": self.publish_errors}

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from . import settings as defaults
-from .brokers import Broker, DatabaseBroker, MemoryBroker, RedisBroker
+from .brokers import Broker, DatabaseBroker, MemoryBroker, PostgresBroker, RedisBroker
 from .cluster import ClusterReporter
 from .connection import SIGNED_OUT, Connection, Identity, Limits
 from .hub import Hub
@@ -131,7 +131,12 @@ class RealtimeState:
         workers = int(self.config["WORKERS"])
         redis_url = self.config["REDIS_URL"]
         if kind == "auto":
-            kind = "redis" if redis_url else ("database" if workers > 1 else "memory")
+            if redis_url:
+                kind = "redis"
+            elif workers > 1:
+                kind = "postgres" if self.store.engine.dialect.name == "postgresql" else "database"
+            else:
+                kind = "memory"
         if kind == "memory" and workers > 1:
             raise RuntimeError(
                 f"REALTIME_BROKER=memory cannot serve {workers} workers: a message published in "
@@ -140,8 +145,11 @@ class RealtimeState:
             )
         if kind == "redis" and not redis_url:
             raise RuntimeError("REALTIME_BROKER=redis needs REALTIME_REDIS_URL or REDIS_URL.")
-        if kind not in ("memory", "redis", "database"):
-            raise RuntimeError(f"Unknown REALTIME_BROKER {kind!r}: use auto, memory, redis or database.")
+        if kind == "postgres" and self.store.engine.dialect.name != "postgresql":
+            raise RuntimeError("REALTIME_BROKER=postgres needs the durable log in PostgreSQL.")
+        if kind not in ("memory", "redis", "database", "postgres"):
+            raise RuntimeError(
+                f"Unknown REALTIME_BROKER {kind!r}: use auto, memory, redis, postgres or database.")
         return kind
 
     def adopt_worker_count(self, workers: int) -> None:
@@ -167,6 +175,8 @@ class RealtimeState:
             self.reactor = process_reactor()
             if self.broker_kind == "redis":
                 self.broker = RedisBroker(self.config["REDIS_URL"], self.config["REDIS_CHANNEL"])
+            elif self.broker_kind == "postgres":
+                self.broker = PostgresBroker(self.store, self.config["REDIS_CHANNEL"])
             elif self.broker_kind == "database":
                 self.broker = DatabaseBroker(self.store, float(self.config["POLL_INTERVAL"]))
             else:

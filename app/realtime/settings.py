@@ -6,12 +6,13 @@ from __future__ import annotations
 URL = "/ws"
 #: Origins allowed besides the site's own (scheme://host[:port]). Cross-site handshakes get 403.
 ALLOWED_ORIGINS: list[str] = []
-#: "auto", "memory", "redis" or "database". Auto picks Redis when a URL is set, the durable log
-#: ("database") when gunicorn runs several workers, else the in-process broker.
+#: "auto", "memory", "redis", "postgres" or "database". Auto picks Redis when a URL is set; with
+#: several workers PostgreSQL LISTEN/NOTIFY (log in PostgreSQL) or polling the durable log
+#: ("database"); with one worker the in-process broker.
 BROKER = "auto"
 #: Redis URL for fan-out between workers and hosts; falls back to the site's ``REDIS_URL``.
 REDIS_URL: str | None = None
-#: Redis pub/sub channel prefix, so several sites can share one Redis.
+#: Channel for Redis pub/sub and PostgreSQL NOTIFY, so several sites can share one server.
 REDIS_CHANNEL = "tidings"
 #: How many gunicorn workers share this site; the config reads ``WEB_CONCURRENCY``.
 WORKERS = 1

@@ -144,6 +144,12 @@ class EventStore:
             )
             return [(int(seq), payload) for seq, payload in rows]
 
+    def payload(self, stream: str, seq: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(events.c.payload).where(events.c.stream == stream, events.c.seq == seq)
+            ).scalar()
+
     def tail(self, after_id: int, limit: int = 1000) -> list[Event]:
         """Rows by insertion id, for the "database" broker that fans out from the log itself."""
         with self.engine.connect() as conn:

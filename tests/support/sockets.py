@@ -183,7 +183,8 @@ def publisher(server: LiveServer) -> Realtime:
         SECRET_KEY="publisher",
         REALTIME_DATABASE_URL=server.env["DATABASE_URL"],
         REALTIME_REDIS_URL=server.env.get("REDIS_URL"),
-        REALTIME_BROKER="redis" if server.env.get("REDIS_URL") else "database",
+        REALTIME_BROKER="redis" if server.env.get("REDIS_URL") else (
+            "postgres" if server.env["DATABASE_URL"].startswith("postgresql") else "database"),
     )
     if server.env.get("REALTIME_REDIS_CHANNEL"):
         app.config["REALTIME_REDIS_CHANNEL"] = server.env["REALTIME_REDIS_CHANNEL"]
