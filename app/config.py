@@ -67,6 +67,8 @@ class Config:
         os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'tidings.db'}"
     )
     REDIS_URL = os.environ.get("REDIS_URL")
+    #: Test pooled connections before use: a database restart then costs a reconnect, not errors.
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
 
     #: Demo accounts (alice, bob, admin) are created on start in development only.
     DEMO_ACCOUNTS = True
