@@ -24,6 +24,7 @@ run: venv
 
 test: venv
 	scripts/test-services.sh
+	scripts/browser-deps.sh
 	$(BIN)/python -m pytest -q
 
 bench: venv

@@ -5,6 +5,7 @@ production and the test suite's live server.
 """
 
 import os
+import resource
 
 
 def _int_env(name: str, default: int) -> int:
@@ -16,24 +17,25 @@ def _int_env(name: str, default: int) -> int:
 
 bind = os.environ.get("TIDINGS_BIND", "127.0.0.1:8000")
 
-# gthread: each worker serves requests from a thread pool. Every open WebSocket holds one of
-# those threads for its whole life (it runs that client's commands; one shared reactor thread per
-# worker does all socket I/O), so size threads as sockets + threads kept free for pages:
-#
-#     threads = REALTIME_MAX_SOCKETS + TIDINGS_HTTP_THREADS
-#
-# The realtime layer refuses sockets past REALTIME_MAX_SOCKETS with 503 + Retry-After *before*
-# the upgrade, so page requests always find one of the TIDINGS_HTTP_THREADS free threads.
+# gthread: each worker serves requests from a thread pool. A WebSocket does NOT keep its thread:
+# after the handshake the realtime layer takes the connection over (app/realtime/views.py,
+# adopt_socket), one reactor thread per worker does all socket I/O and a small command pool
+# (REALTIME_COMMAND_THREADS, 16) runs client commands. So `threads` is sized for pages alone,
+# and the sockets a worker holds are bounded by admission control instead: past
+# REALTIME_MAX_SOCKETS the handshake gets 503 + Retry-After, and pages keep loading.
 worker_class = "gthread"
 workers = _int_env("TIDINGS_WORKERS", 1)
-http_threads = _int_env("TIDINGS_HTTP_THREADS", 32)
-max_sockets = _int_env("REALTIME_MAX_SOCKETS", 1000)
-os.environ.setdefault("REALTIME_MAX_SOCKETS", str(max_sockets))
-threads = _int_env("TIDINGS_THREADS", max_sockets + http_threads)
+threads = _int_env("TIDINGS_THREADS", 32)
 
-# gthread stops accepting connections past this many per worker (idle keep-alive ones
-# included): every thread busy, plus headroom for keep-alive connections waiting for a thread.
-worker_connections = threads + 100
+# gthread stops accepting connections past this many per worker: every thread busy plus
+# keep-alive connections waiting for one. Adopted WebSockets do not count here.
+worker_connections = threads + 200
+
+# Every socket is a file descriptor: let the processes use the hard limit, not the usual soft
+# 1,024, so admission control (not EMFILE) is what bounds a worker.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft < _hard:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
 
 # --- Timeouts -----------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from app.cli import register_commands
 from app.config import BASE_DIR, INSTANCE_DIR, Config, config_from_env
 from app.errors import register_errorhandlers
 from app.extensions import csrf, db, login_manager, migrate, realtime
+from app.ops.logging import configure_logging
 from app.security import register_security_headers
 
 
@@ -28,6 +29,7 @@ def create_app(config_class: type[Config] | Config | None = None) -> Flask:
     config = config_class or config_from_env()
     app.config.from_object(config() if isinstance(config, type) else config)
 
+    configure_logging(app)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)

@@ -37,6 +37,9 @@ def register():
             db.session.rollback()
             form.username.errors.append("That username is already taken.")
         else:
+            from app.notifications.demo import welcome  # late: notifications imports auth helpers
+
+            welcome(user)
             flash("Your account has been created. Please log in.", "success")
             return redirect(url_for("auth.login"))
     return render_template("auth/register.html", form=form)

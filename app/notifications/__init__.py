@@ -4,3 +4,6 @@ from flask import Blueprint
 
 # cli_group=None: the commands read ``flask notify ...`` and ``flask broadcast ...``.
 bp = Blueprint("notifications", __name__, cli_group=None)
+
+# They attach views, commands and socket handlers to bp and realtime at import time.
+from app.notifications import cli, models, realtime_handlers, routes  # noqa: E402,F401

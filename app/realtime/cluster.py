@@ -15,6 +15,7 @@ This module is part of the reusable realtime layer: it knows nothing about the s
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -31,9 +32,10 @@ log = logging.getLogger("tidings.realtime")
 
 #: A worker that has not reported for this many of its intervals is dropped from the aggregate.
 EXPIRY_INTERVALS = 3
-#: User ids one report carries at most: with the database broker every report is a row in the
-#: log, so it must stay small. Past it the union of users online is a lower bound (flagged).
-MAX_REPORTED_USERS = 1000
+#: Bytes one report may take as JSON: with the database broker every report is a row in the
+#: log, and PostgreSQL's NOTIFY drops payloads near 8000 bytes. User ids fill what the figures
+#: leave; past it the union of users online is a lower bound (flagged ``users_truncated``).
+MAX_REPORT_BYTES = 6000
 #: Counters every worker reports; rates are computed from their deltas between two reports.
 COUNTERS = ("published", "delivered_live", "opened", "closed", "refused_capacity",
             "refused_auth", "cut_offs", "dead_peers")
@@ -128,15 +130,23 @@ class ClusterReporter:
             else:
                 self._previous = (now, counters)
             rates = dict(self._rates)
-        users = sorted(self.state.hub.users_online())
-        return {
+        report = {
             **figures,
             "rates": {name: rates.get(name, 0.0) for name in COUNTERS},
-            "users": users[:MAX_REPORTED_USERS],
-            "users_truncated": len(users) > MAX_REPORTED_USERS,
+            "users": [],
+            "users_truncated": False,
             "interval": self.interval,
             "sent": time.time(),
         }
+        users = sorted(self.state.hub.users_online())
+        budget = MAX_REPORT_BYTES - len(json.dumps(report, separators=(",", ":")))
+        for user in users:
+            budget -= len(json.dumps(user)) + 1
+            if budget < 0:
+                report["users_truncated"] = True
+                break
+            report["users"].append(user)
+        return report
 
     # ------------------------------------------------------------------ other workers
 
@@ -196,7 +206,9 @@ class ClusterReporter:
                 "workers": len(rows),
                 "sockets": total("sockets"),
                 "capacity": total("capacity"),
-                "users_online": len(users),
+                # Exact unless a report was cut short; then at least the busiest worker's count.
+                "users_online": max([len(users), *(int(row.get("users_online") or 0)
+                                                   for row in rows)]),
                 "published": max((int(row.get("published") or 0) for row in rows), default=0),
                 "delivered": total("delivered_live"),
                 "published_per_s": max((float(row["rates"].get("published") or 0)

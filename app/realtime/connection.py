@@ -7,9 +7,9 @@ Three kinds of thread touch a connection, and this class is what keeps them hone
   calls :meth:`offer`, which writes without ever blocking: a non-blocking ``send`` or, if the
   kernel buffer is full, an append to the outbox; past the outbox limit the client is cut off
   with close code 4008 and resumes from its cursor when it reconnects;
-- the session thread (the gunicorn thread that accepted the socket) runs client commands and
-  catch-up reads from the durable log, which may block on the database but never on the socket
-  of anybody else.
+- a command thread (a small pool per worker) runs this client's commands and catch-up reads from
+  the durable log, one at a time per connection; it may wait on the database but never on a
+  socket: a catch-up that finds the outbox half full pauses and resumes when the reactor drains.
 
 Every write happens under ``self.lock``, so frames never interleave, and the order of frames is
 the order in which writers took the lock.
@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
@@ -104,7 +105,6 @@ class Connection:
         self.opened_at = time.time()
 
         self.lock = threading.Lock()
-        self.drained = threading.Condition(self.lock)
         self._out: deque[bytes] = deque()
         self._out_bytes = 0
         self._out_since = 0.0
@@ -119,8 +119,16 @@ class Connection:
         self.streams: dict[str, StreamState] = {}
 
         self._commands: deque[Any] = deque()
-        self._commands_ready = threading.Condition(threading.Lock())
+        self._commands_lock = threading.Lock()
+        self._scheduled = False
+        #: Called (once per idle-to-busy change) to get :meth:`pop_command` drained by a thread.
+        self.schedule: Callable[[Connection], None] = lambda conn: None
+        #: Called once the connection is over (reactor thread).
+        self.on_finished: Callable[[Connection], None] = lambda conn: None
+        self._paused: set[str] = set()
         self.finished = threading.Event()
+        #: The handshake's request keys (cookies ...), to rebuild a request context per command.
+        self.environ: dict[str, Any] = {}
 
         # Reactor-only state.
         self._parts: list[str] = []
@@ -211,26 +219,24 @@ class Connection:
         state.catching_up = True
         self.push_command(("catch_up", stream))
 
-    def write_stored(self, stream: str, seq: int, frame: bytes) -> bool:
-        """Write one replayed event in order, waiting (bounded) while the client drains."""
-        deadline = time.monotonic() + self.limits.send_timeout
+    def write_stored(self, stream: str, seq: int, frame: bytes) -> str:
+        """Write one replayed event in order: "ok", "full" (paused until drained) or "gone"."""
         with self.lock:
-            while self.writable and self._out_bytes > self.limits.outbox_bytes // 2:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._cut_off_locked()
-                    return False
-                self.drained.wait(remaining)
             state = self.streams.get(stream)
             if state is None or not self.writable:
-                return False
+                return "gone"
+            if self._out_bytes > self.limits.outbox_bytes // 2:
+                # Never wait for a client here: the reactor resumes this catch-up once the
+                # client has read its backlog (or the send timeout cuts it off).
+                self._paused.add(stream)
+                return "full"
             if seq <= state.cursor:
-                return True
+                return "ok"
             if self._write_locked(frame):
                 state.cursor = seq
                 self.delivered += 1
-                return True
-            return False
+                return "ok"
+            return "gone"
 
     def finish_catch_up(self, stream: str) -> bool:
         """True when the stream is live again; False when more events arrived meanwhile."""
@@ -268,6 +274,8 @@ class Connection:
         self.close_code, self.close_reason = SLOW_CONSUMER, "slow consumer"
         self.close_deadline = time.monotonic() + 2.0
         self.reactor.cut_offs += 1
+        log.info("socket cut off conn=%s user=%s queued_bytes=%d reason=%s", self.id,
+                 self.identity.user_id, self._out_bytes, "slow consumer")
         self.reactor.finish_soon(self)
 
     # ------------------------------------------------------------------ reactor side
@@ -295,8 +303,16 @@ class Connection:
                 self._out.popleft()
                 self._partial = False
                 self._out_since = time.monotonic()
-            self.drained.notify_all()
+                if self._paused and self._out_bytes <= self.limits.outbox_bytes // 4:
+                    self._resume_paused_locked()
+            if self._paused:
+                self._resume_paused_locked()
             return True
+
+    def _resume_paused_locked(self) -> None:
+        for stream in self._paused:
+            self.push_command(("catch_up", stream))
+        self._paused.clear()
 
     def stalled_for(self, now: float) -> float:
         return now - self._out_since if self._out else 0.0
@@ -375,26 +391,28 @@ class Connection:
     # ------------------------------------------------------------------ session thread side
 
     def push_command(self, command: Any) -> None:
-        with self._commands_ready:
+        with self._commands_lock:
             self._commands.append(command)
-            self._commands_ready.notify()
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.schedule(self)
 
-    def next_command(self) -> Any:
-        """Block until a command arrives; None once the connection is over."""
-        with self._commands_ready:
-            while not self._commands and not self.finished.is_set():
-                self._commands_ready.wait()
-            if self.finished.is_set():
-                return None
-            return self._commands.popleft()
+    def pop_command(self) -> Any:
+        """The next command, or None (and the connection is idle again) when there is none."""
+        with self._commands_lock:
+            if self._commands and not self.finished.is_set():
+                return self._commands.popleft()
+            self._commands.clear()
+            self._scheduled = False
+            return None
 
     def mark_finished(self) -> None:
         self.finished.set()
-        with self._commands_ready:
-            self._commands_ready.notify_all()
         with self.lock:
             self.writable = False
-            self.drained.notify_all()
+            self._paused.clear()
+        self.on_finished(self)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from . import settings as defaults
+from .commands import CommandRunner
 from .brokers import Broker, DatabaseBroker, MemoryBroker, PostgresBroker, RedisBroker
 from .cluster import ClusterReporter
 from .connection import SIGNED_OUT, Connection, Identity, Limits
@@ -120,6 +121,7 @@ class RealtimeState:
         #: but no threads start; clients pick them up from the log when they connect.
         self.deliver_live = True
         self.reactor: Reactor | None = None
+        self.commands: CommandRunner | None = None
         self.worker = ""
         # ops (issue 9): cross-worker figures; reports start with the broker in ensure_started.
         self.cluster = ClusterReporter(self, float(self.config["CLUSTER_INTERVAL"]))
@@ -173,6 +175,7 @@ class RealtimeState:
             self.worker = f"{os.uname().nodename}:{pid}"
             self.hub = Hub()
             self.reactor = process_reactor()
+            self.commands = CommandRunner(self.ext, self, int(self.config["COMMAND_THREADS"]))
             if self.broker_kind == "redis":
                 self.broker = RedisBroker(self.config["REDIS_URL"], self.config["REDIS_CHANNEL"])
             elif self.broker_kind == "postgres":

@@ -1,10 +1,11 @@
 """The one I/O thread of a worker process: reads every socket, flushes backlogs, sends heartbeats.
 
-simple-websocket would start a reader thread per socket (two OS threads per socket with gthread).
-Instead the handshake's socket is handed to this selector loop, so a socket costs the one gunicorn
-thread that accepted it (which runs the client's commands) and nothing more. The loop never blocks
-on a socket: reads and writes are non-blocking, and a client that stops reading is cut off by the
-outbox limit or the send timeout instead of holding anything up.
+simple-websocket would start a reader thread per socket, and the gunicorn thread that accepted it
+would stay busy for the socket's life (two OS threads per socket). Instead the handshake's socket
+is handed to this selector loop and the gunicorn thread goes back to serving pages, so an open
+socket costs no thread at all. The loop never blocks on a socket: reads and writes are
+non-blocking, and a client that stops reading is cut off by the outbox limit or the send timeout
+instead of holding anything up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 
 from . import frames
 from .connection import GOING_AWAY, SLOW_CONSUMER, Connection
@@ -38,7 +38,6 @@ class Reactor:
         self._commands: deque[tuple[str, Connection | None]] = deque()
         self._conns: set[Connection] = set()
         self._writing: set[Connection] = set()
-        self.on_finish: Callable[[Connection], None] | None = None
         self.cut_offs = 0
         self.dead_peers = 0
         self.stopping = False
@@ -64,10 +63,17 @@ class Reactor:
     def finish_soon(self, conn: Connection) -> None:
         self._command("closing", conn)
 
-    def shutdown(self) -> None:
-        """Close every socket with 1001 so clients reconnect to a live worker at once."""
+    def shutdown(self, wait: float = 1.0) -> None:
+        """Close every socket with 1001 so clients reconnect to a live worker at once.
+
+        Waits (at most ``wait`` seconds) until the close frames are written, because the process
+        may exit right after: the kernel still delivers what was written before the exit.
+        """
         self.stopping = True
         self._command("shutdown", None)
+        deadline = time.monotonic() + wait
+        while self._conns and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     @property
     def connections(self) -> int:
@@ -149,16 +155,14 @@ class Reactor:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
             pass
-        # The socket object belongs to the server thread that accepted it, which closes it once
-        # the session ends. Shut it down here: gunicorn's graceful close would otherwise linger
-        # on its main loop waiting for a client that may never answer (a stalled reader).
+        # The socket is ours alone (see views.adopt_socket): shut it down and close it here. A
+        # client that never answers must not make anybody linger.
         try:
             conn.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        conn.sock.close()
         conn.mark_finished()
-        if self.on_finish is not None:
-            self.on_finish(conn)
 
     def _tick(self, now: float) -> None:
         for conn in list(self._conns):

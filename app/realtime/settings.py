@@ -16,8 +16,11 @@ REDIS_URL: str | None = None
 REDIS_CHANNEL = "tidings"
 #: How many gunicorn workers share this site; the config reads ``WEB_CONCURRENCY``.
 WORKERS = 1
-#: Sockets one worker holds at most. Each holds one gunicorn thread, so keep it below ``threads``.
-MAX_SOCKETS = 1000
+#: Sockets one worker holds at most (admission control: past it, 503 + Retry-After). A socket
+#: holds no thread: the reactor reads them all and a small pool runs their commands.
+MAX_SOCKETS = 10000
+#: Threads per worker that run client commands (subscribe, catch-up, chat sends ...).
+COMMAND_THREADS = 16
 #: Sockets one user may hold in one worker (tabs). Past it the handshake gets 429.
 MAX_SOCKETS_PER_USER = 20
 #: Seconds a refused client is told to wait (``Retry-After``) when the worker is full.

@@ -1,4 +1,4 @@
-"""The socket endpoint: checks before the upgrade, then the session loop of one connection.
+"""The socket endpoint: checks before the upgrade, then hand the socket to the reactor.
 
 flask-sock accepts the WebSocket before the route function runs, so every refusal (not logged in,
 foreign ``Origin``, worker full, too many tabs) happens in ``before_request``, while the answer
@@ -7,25 +7,21 @@ can still be a plain HTTP status.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import socket as socketlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_sock import Sock
 
-from . import frames
 from .connection import Connection
 
 if TYPE_CHECKING:
     from .extension import Realtime, RealtimeState
 
 log = logging.getLogger("tidings.realtime")
-
-#: Streams one connection may follow at once.
-MAX_STREAMS = 200
-
 
 def _refuse(status: int, message: str, retry_after: int | None = None) -> Response:
     response = jsonify({"error": {"code": status, "message": message}})
@@ -65,18 +61,21 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
 
     @bp.teardown_request
     def release(_exc: BaseException | None) -> None:
-        if g.pop("_realtime_identity", None) is not None:
+        # A handshake that was admitted but never became a connection gives its slot back; an
+        # adopted connection gives it back when it ends.
+        if g.pop("_realtime_identity", None) is not None and not g.pop("_realtime_adopted", False):
             with state._admit_lock:
                 state.admitted -= 1
 
     @sock.route(config["URL"], bp=bp)
     def socket(ws: Any) -> None:
         identity = g._realtime_identity
-        # This request lives as long as the socket. Run the app context's teardown now, so
-        # what the handshake used (above all a database session holding a pooled connection)
-        # is released instead of being held for hours; commands get fresh app contexts.
+        # What the handshake used (above all a database session holding a pooled connection)
+        # is released now; commands run later in request contexts of their own.
         current_app.do_teardown_appcontext()
-        serve(ext, state, ws, identity)
+        start_connection(ext, state, ws, identity)
+        g._realtime_adopted = True
+        # Returning frees this server thread: the reactor and the command pool take it from here.
 
     return bp
 
@@ -116,14 +115,41 @@ def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | N
     return None
 
 
-def serve(ext: Realtime, state: RealtimeState, ws: Any, identity: Any) -> None:
-    """Run one connection until it ends; this thread then belongs to its commands."""
-    # From here on the socket is ours: flask-sock's own close() after we return must not write.
+#: Request keys a command's request context is rebuilt from (cookies for the session, host ...).
+_KEPT = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
+         "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme")
+
+
+def adopt_socket(server_socket: socket.socket) -> socket.socket:
+    """Take the connection away from the WSGI server without holding its thread.
+
+    The server closes the socket object it handed us when our view returns. We keep a
+    duplicate of the connection's descriptor for ourselves, then point the server's descriptor
+    at one end of a socket pair whose other end is already closed: the server's graceful close
+    (shutdown, drain until EOF, close) then acts on that stand-in and ends at once, and the real
+    connection lives on in the reactor. One socket costs no thread at all.
+    """
+    ours = server_socket.dup()
+    stand_in, peer = socketlib.socketpair()
+    os.dup2(stand_in.fileno(), server_socket.fileno())
+    stand_in.close()
+    peer.close()
+    return ours
+
+
+def start_connection(ext: Realtime, state: RealtimeState, ws: Any, identity: Any) -> None:
+    # flask-sock's own close() after we return must not write: the socket is ours now.
     ws.connected = False
     assert state.reactor is not None
-    conn = Connection(ws.sock, ws.ws, identity, state.limits, state.reactor, worker=state.worker)
+    environ = request.environ
+    kept = {key: environ[key] for key in _KEPT if key in environ}
+    kept.update({key: value for key, value in environ.items() if key.startswith("HTTP_")})
+    conn = Connection(adopt_socket(ws.sock), ws.ws, identity, state.limits, state.reactor,
+                      worker=state.worker)
+    conn.environ = kept
+    conn.schedule = state.commands.schedule
+    conn.on_finished = state.commands.finished
     state.hub.add(conn)
-    state.reactor.add(conn)
     state.opened += 1
     log.info("socket open conn=%s user=%s worker=%s", conn.id, identity.user_id, state.worker)
     conn.send_json({
@@ -134,132 +160,13 @@ def serve(ext: Realtime, state: RealtimeState, ws: Any, identity: Any) -> None:
         "heartbeat": state.limits.heartbeat,
         "max_message_bytes": state.limits.max_message_bytes,
     })
-    try:
-        for hook in ext._connect_hooks:
-            _safe(hook, conn)
-        while (command := conn.next_command()) is not None:
-            try:
-                _handle(ext, state, conn, command)
-            except Exception:
-                log.exception("realtime command failed conn=%s", conn.id)
-                conn.send_json({"type": "error", "code": "server_error",
-                                "message": "The server could not handle that message."})
-    finally:
-        state.hub.remove(conn)
-        state.closed += 1
-        code = str(conn.close_code or "peer")
-        state.close_codes[code] = state.close_codes.get(code, 0) + 1
-        log.info("socket close conn=%s user=%s worker=%s code=%s reason=%s", conn.id,
-                 identity.user_id, state.worker, conn.close_code, conn.close_reason or "-")
-        for hook in ext._disconnect_hooks:
-            _safe(hook, conn)
+    for hook in ext._connect_hooks:
+        safe_hook(hook, conn)
+    state.reactor.add(conn)
 
 
-def _safe(hook: Any, conn: Connection) -> None:
+def safe_hook(hook: Any, conn: Connection) -> None:
     try:
         hook(conn)
     except Exception:
         log.exception("realtime hook failed conn=%s", conn.id)
-
-
-def _error(conn: Connection, code: str, message: str, ref: Any = None) -> None:
-    reply: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if ref is not None:
-        reply["ref"] = ref
-    conn.send_json(reply)
-
-
-def _handle(ext: Realtime, state: RealtimeState, conn: Connection, command: Any) -> None:
-    if isinstance(command, tuple):
-        catch_up(state, conn, command[1])
-        return
-    try:
-        message = json.loads(command)
-    except ValueError:
-        _error(conn, "bad_json", "Messages must be JSON text.")
-        return
-    if not isinstance(message, dict):
-        _error(conn, "bad_message", 'A message is a JSON object with a string "type".')
-        return
-    ref = message.get("ref")
-    if not (ref is None or (isinstance(ref, (str, int)) and not isinstance(ref, bool)
-                            and len(str(ref)) <= 64)):
-        _error(conn, "bad_message", '"ref" must be a short string or number.')
-        return
-    if not isinstance(message.get("type"), str):
-        _error(conn, "bad_message", 'A message is a JSON object with a string "type".', ref)
-        return
-    kind = message["type"]
-    if kind == "subscribe":
-        subscribe(ext, state, conn, message.get("stream"), message.get("after"), ref)
-    elif kind == "unsubscribe":
-        stream = message.get("stream")
-        if isinstance(stream, str) and stream in conn.streams:
-            state.hub.unsubscribe(conn, stream)
-            with conn.lock:
-                conn.streams.pop(stream, None)
-        conn.send_json({"type": "unsubscribed", "stream": stream, "ref": ref})
-    elif kind == "ping":
-        conn.send_json({"type": "pong", "ref": ref})
-    elif kind in ext._handlers:
-        from .extension import RealtimeError
-
-        with state.app.app_context():
-            try:
-                result = ext._handlers[kind](conn, message.get("data"))
-            except RealtimeError as exc:
-                _error(conn, exc.code, exc.message, ref)
-                return
-        conn.send_json({"type": "reply", "ref": ref, "data": result})
-    else:
-        _error(conn, "unknown_type", f"Unknown message type {kind[:40]!r}.", ref)
-
-
-def subscribe(ext: Realtime, state: RealtimeState, conn: Connection, stream: Any, after: Any,
-              ref: Any) -> None:
-    if not isinstance(stream, str) or not 0 < len(stream) <= 200:
-        _error(conn, "bad_message", '"stream" must be a stream name.', ref)
-        return
-    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
-        _error(conn, "bad_message", '"after" must be a non-negative integer.', ref)
-        return
-    with state.app.app_context():
-        allowed = ext.can_follow(conn.identity, stream)
-    if not allowed:
-        _error(conn, "forbidden", f"You may not follow {stream[:80]!r}.", ref)
-        return
-    if stream in conn.streams:
-        conn.send_json({"type": "subscribed", "stream": stream, "ref": ref,
-                        "after": conn.streams[stream].cursor})
-        return
-    if len(conn.streams) >= MAX_STREAMS:
-        _error(conn, "too_many_streams", f"At most {MAX_STREAMS} streams per connection.", ref)
-        return
-    from .connection import StreamState
-
-    stream_state = StreamState()  # catching up: live events only raise "seen" until we are done
-    with conn.lock:
-        conn.streams[stream] = stream_state
-    state.hub.subscribe(conn, stream)
-    head = state.store.head(stream)
-    start = head if after is None or after > head else after
-    with conn.lock:
-        stream_state.cursor = start
-    conn.send_json({"type": "subscribed", "stream": stream, "head": head, "after": start,
-                    "ref": ref})
-    catch_up(state, conn, stream)
-
-
-def catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
-    """Write every stored event after the connection's cursor, then go live again."""
-    page = int(state.config["REPLAY_PAGE"])
-    while not conn.finished.is_set():
-        stream_state = conn.streams.get(stream)
-        if stream_state is None:
-            return
-        rows = state.store.read_since(stream, stream_state.cursor, page)
-        for seq, payload in rows:
-            if not conn.write_stored(stream, seq, frames.text(payload)):
-                return
-        if len(rows) < page and conn.finish_catch_up(stream):
-            return

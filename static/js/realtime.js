@@ -42,11 +42,19 @@
     this.state = "offline";
     this.statusEl = document.getElementById("rt-status");
     this.followed = {};         // streams the server confirmed on this socket
+    this.welcomed = false;
     var self = this;
     document.addEventListener("visibilitychange", function () {
       if (document.visibilityState === "visible") self.reconnectNow();
     });
-    window.addEventListener("online", function () { self.reconnectNow(); });
+    window.addEventListener("online", function () {
+      // A short blip may leave the socket open: then it is live again, not "offline" forever.
+      if (self.ws && self.ws.readyState === 1) {
+        if (self.welcomed) self.setState("live");
+      } else {
+        self.reconnectNow();
+      }
+    });
     window.addEventListener("offline", function () { self.setState("offline"); });
   }
 
@@ -87,6 +95,7 @@
     var self = this;
     var opened = false;
     this.ws = ws;
+    this.welcomed = false;      // the welcome of *this* socket, not of an earlier one
     this.followed = {};
     ws.onopen = function () { opened = true; self.touch(); };
     ws.onmessage = function (e) {
@@ -162,6 +171,7 @@
       this.touch();
       this.attempt = 0;
       this.welcome = message;
+      this.welcomed = true;
       var streams = message.streams.concat(Object.keys(this.extra));
       for (var i = 0; i < streams.length; i++) this.subscribe(streams[i]);
       this.setState("live");

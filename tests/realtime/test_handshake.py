@@ -46,7 +46,7 @@ def test_logged_in_user_is_welcomed_with_their_streams(server, live_login_as):
         client.close()
 
 
-@pytest.mark.parametrize("stream", ["user:999999", "role:admin", "room:1", "nonsense"])
+@pytest.mark.parametrize("stream", ["user:999999", "role:admin", "room:999999", "ops:cluster", "nonsense"])
 def test_user_cannot_follow_streams_that_are_not_theirs(server, live_login_as, stream):
     client = Client(server, live_login_as(server, "alice", "alice-demo-pass"))
     try:

@@ -71,7 +71,9 @@ def test_connect_disconnect_cycles_return_threads_fds_and_memory_to_baseline(one
     cycle(server, http, 1000)
     after = settle(server, pid, baseline)
     assert server_sockets(server) == 0
-    assert after["threads"] <= baseline["threads"] + 2, (baseline, after)
+    # Sockets hold no thread: the count is bounded by the fixed pools (gunicorn's 32 threads, 16
+    # command threads, the reactor, broker and sweeper), however many sockets came and went.
+    assert after["threads"] <= 32 + 16 + 8, (baseline, after)
     assert after["fds"] <= baseline["fds"] + 2, (baseline, after)
     # Generous: allocator noise, not a per-connection leak (1,000 leaked connections would be MBs).
     assert after["rss_kb"] <= baseline["rss_kb"] + 8 * 1024, (baseline, after)

@@ -1,0 +1,183 @@
+"""Client commands, run on a small thread pool: subscribe, catch-up from the log, site handlers.
+
+A connection's commands run one at a time and in order (it is scheduled on the pool only while
+it has work), each inside a request context rebuilt from the handshake, so site handlers see
+``current_user``, ``request`` and a fresh database session exactly as in a view.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from . import frames
+from .connection import Connection, StreamState
+
+if TYPE_CHECKING:
+    from .extension import Realtime, RealtimeState
+
+log = logging.getLogger("tidings.realtime")
+
+#: Streams one connection may follow at once.
+MAX_STREAMS = 200
+#: Commands one connection runs before yielding its pool thread to the others.
+BATCH = 32
+
+
+class CommandRunner:
+    def __init__(self, ext: Realtime, state: RealtimeState, threads: int):
+        self.ext = ext
+        self.state = state
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="tidings-command")
+
+    def schedule(self, conn: Connection) -> None:
+        self.pool.submit(self._run, conn)
+
+    def _run(self, conn: Connection) -> None:
+        for _ in range(BATCH):
+            command = conn.pop_command()
+            if command is None:
+                return
+            try:
+                with self.state.app.request_context(_environ(conn)):
+                    _handle(self.ext, self.state, conn, command)
+            except Exception:
+                log.exception("realtime command failed conn=%s", conn.id)
+                conn.send_json({"type": "error", "code": "server_error",
+                                "message": "The server could not handle that message."})
+        self.pool.submit(self._run, conn)  # more waiting: requeue behind the others
+
+    def finished(self, conn: Connection) -> None:
+        """The reactor ended ``conn``: forget it and run the disconnect hooks (off its thread)."""
+        state = self.state
+        state.hub.remove(conn)
+        with state._admit_lock:
+            state.admitted -= 1
+        state.closed += 1
+        code = str(conn.close_code or "peer")
+        state.close_codes[code] = state.close_codes.get(code, 0) + 1
+        log.info("socket close conn=%s user=%s worker=%s code=%s reason=%s", conn.id,
+                 conn.identity.user_id, state.worker, conn.close_code, conn.close_reason or "-")
+        if self.ext._disconnect_hooks:
+            self.pool.submit(self._disconnect_hooks, conn)
+
+    def _disconnect_hooks(self, conn: Connection) -> None:
+        from .views import safe_hook
+
+        with self.state.app.request_context(_environ(conn)):
+            for hook in self.ext._disconnect_hooks:
+                safe_hook(hook, conn)
+
+
+def _environ(conn: Connection) -> dict[str, Any]:
+    environ = dict(conn.environ)
+    environ.update({"wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr,
+                    "wsgi.version": (1, 0), "wsgi.multithread": True,
+                    "wsgi.multiprocess": True, "wsgi.run_once": False})
+    return environ
+
+
+def _error(conn: Connection, code: str, message: str, ref: Any = None) -> None:
+    reply: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        reply["ref"] = ref
+    conn.send_json(reply)
+
+
+def _handle(ext: Realtime, state: RealtimeState, conn: Connection, command: Any) -> None:
+    if isinstance(command, tuple):
+        catch_up(state, conn, command[1])
+        return
+    try:
+        message = json.loads(command)
+    except ValueError:
+        _error(conn, "bad_json", "Messages must be JSON text.")
+        return
+    if not isinstance(message, dict):
+        _error(conn, "bad_message", 'A message is a JSON object with a string "type".')
+        return
+    ref = message.get("ref")
+    if not (ref is None or (isinstance(ref, (str, int)) and not isinstance(ref, bool)
+                            and len(str(ref)) <= 64)):
+        _error(conn, "bad_message", '"ref" must be a short string or number.')
+        return
+    if not isinstance(message.get("type"), str):
+        _error(conn, "bad_message", 'A message is a JSON object with a string "type".', ref)
+        return
+    kind = message["type"]
+    if kind == "subscribe":
+        subscribe(ext, state, conn, message.get("stream"), message.get("after"), ref)
+    elif kind == "unsubscribe":
+        stream = message.get("stream")
+        if isinstance(stream, str) and stream in conn.streams:
+            state.hub.unsubscribe(conn, stream)
+            with conn.lock:
+                conn.streams.pop(stream, None)
+        conn.send_json({"type": "unsubscribed", "stream": stream, "ref": ref})
+    elif kind == "ping":
+        conn.send_json({"type": "pong", "ref": ref})
+    elif kind in ext._handlers:
+        from .extension import RealtimeError
+
+        try:
+            result = ext._handlers[kind](conn, message.get("data"))
+        except RealtimeError as exc:
+            _error(conn, exc.code, exc.message, ref)
+            return
+        conn.send_json({"type": "reply", "ref": ref, "data": result})
+    else:
+        _error(conn, "unknown_type", f"Unknown message type {kind[:40]!r}.", ref)
+
+
+def subscribe(ext: Realtime, state: RealtimeState, conn: Connection, stream: Any, after: Any,
+              ref: Any) -> None:
+    if not isinstance(stream, str) or not 0 < len(stream) <= 200:
+        _error(conn, "bad_message", '"stream" must be a stream name.', ref)
+        return
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+        _error(conn, "bad_message", '"after" must be a non-negative integer.', ref)
+        return
+    if not ext.can_follow(conn.identity, stream):
+        _error(conn, "forbidden", f"You may not follow {stream[:80]!r}.", ref)
+        return
+    if stream in conn.streams:
+        conn.send_json({"type": "subscribed", "stream": stream, "ref": ref,
+                        "after": conn.streams[stream].cursor})
+        return
+    if len(conn.streams) >= MAX_STREAMS:
+        _error(conn, "too_many_streams", f"At most {MAX_STREAMS} streams per connection.", ref)
+        return
+    stream_state = StreamState()  # catching up: live events only raise "seen" until we are done
+    with conn.lock:
+        conn.streams[stream] = stream_state
+    state.hub.subscribe(conn, stream)
+    head = state.store.head(stream)
+    start = head if after is None or after > head else after
+    with conn.lock:
+        stream_state.cursor = start
+    conn.send_json({"type": "subscribed", "stream": stream, "head": head, "after": start,
+                    "ref": ref})
+    catch_up(state, conn, stream)
+
+
+def catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
+    """Write every stored event after the connection's cursor, then go live again.
+
+    Stops early when the client's outbox is half full; the reactor queues the catch-up again
+    once the client has read its backlog.
+    """
+    page = int(state.config["REPLAY_PAGE"])
+    while not conn.finished.is_set():
+        stream_state = conn.streams.get(stream)
+        if stream_state is None:
+            return
+        rows = state.store.read_since(stream, stream_state.cursor, page)
+        for seq, payload in rows:
+            if conn.write_stored(stream, seq, frames.text(payload)) != "ok":
+                return
+        if len(rows) < page and conn.finish_catch_up(stream):
+            return

@@ -1,0 +1,1 @@
+"""Tidings realtime benchmark (issue 7): ``python -m bench [--quick]``; see bench/RESULTS.md."""

@@ -1,0 +1,488 @@
+"""Orchestrates the scenarios of issue 7 against Tidings and the naive baseline, then reports.
+
+Scenarios (see bench/RESULTS.md): A broadcast at 20/s; B broadcast throughput; C notifications to
+random users; S 2% stalled readers; W two workers + Redis; P page loads while sockets are open.
+Every loop is bounded in count and time; servers run in their own process group and are always
+killed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from bench.loadgen import USER_AGENT, Clients, Spec
+from bench.report import write_outputs
+from bench.servers import ROOT, TOKEN, Server, start_naive, start_tidings
+from bench.users import create_users, session_cookies
+
+RESULTS = ROOT / "bench" / "results"
+#: Scenario A and S: broadcasts per second, for how long, payload padding.
+RATE, SECONDS, SIZE = 20, 5.0, 64
+#: Scenario B: broadcasts published back to back.
+BURST = 500
+#: Scenario C: notifications, each to one random user.
+NOTIFICATIONS = 5000
+#: Scenario S: share of stalled clients, and what each is sent to fill its buffers (8 MB: more
+#: than the 4 MB a loopback send buffer grows to plus Tidings' 1 MiB outbox).
+STALLED_SHARE, FILL_COUNT, FILL_SIZE = 0.02, 16, 512 * 1024
+#: ... then small ones: 2 MB each for the baseline (whose blocking send() wrote the large frames
+#: only partly), a few for Tidings (already cut off by its 1 MiB outbox; each publish is a commit).
+SMALL_FILL_SIZE, SMALL_FILL_NAIVE, SMALL_FILL_TIDINGS = 1000, 2000, 10
+#: Page loads measured while the sockets are open (scenario P), and in parallel.
+PAGE_LOADS, PAGE_CONCURRENCY = 200, 4
+
+
+@dataclass
+class Session:
+    """One server with N connected clients, and what every scenario on it found."""
+
+    kind: str
+    n: int
+    workers: int
+    server: Server
+    clients: Clients
+    specs: list[Spec]
+    uids: list[int]
+    cookies: dict[int, str]
+    base: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> int:
+        return sum(not s.stalled for s in self.specs)
+
+
+def _quiet_post(server: Server, path: str, body: dict, timeout: float) -> None:
+    try:
+        server.post(path, body, timeout=timeout)
+    except requests.RequestException:
+        pass  # the baseline never answers once a send blocked: that is what we measure
+
+
+def publish_at_rate(server: Server, rate: float, seconds: float, size: int,
+                    patient: bool = True) -> float:
+    """POST one broadcast every 1/rate s, each from its own thread, so a stuck publish (the
+    baseline under a stall) delays nothing else. Returns the schedule's real duration."""
+    count = int(rate * seconds)
+    pool = ThreadPoolExecutor(max_workers=min(count, 128))
+    start = time.monotonic()
+    for i in range(count):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        pool.submit(_quiet_post, server, "/bench/broadcast", {"n": 1, "size": size},
+                    60.0 if patient else 12.0)
+    pool.shutdown(wait=patient)
+    return time.monotonic() - start
+
+
+def _percentiles(lat: list[float]) -> dict[str, float | None]:
+    if not lat:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    arr = np.asarray(lat)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
+            "max_ms": float(arr.max())}
+
+
+def _server_realtime(server: Server) -> dict[str, Any]:
+    try:
+        body = requests.get(server.url + "/healthz", timeout=10).json()
+    except (requests.RequestException, ValueError):
+        return {}
+    rt = body.get("realtime") or body.get("checks", {}).get("realtime") or {}
+    keys = ("sockets", "cut_offs", "dead_peers", "close_codes", "refused_capacity", "broker")
+    return {k: rt[k] for k in keys if k in rt} if isinstance(rt, dict) else {}
+
+
+def _row(s: Session, scenario: str, rep: dict[str, Any], delivered_span: float | None,
+         expected_each: int, **extra: Any) -> dict[str, Any]:
+    got = sum(rep["reach"].values()) if scenario != "C" else rep["received"]
+    row = {
+        "server": s.kind, "scenario": scenario, "n": s.n, "workers": s.workers,
+        **_percentiles(rep["lat"]),
+        "deliveries_s": (got / delivered_span) if delivered_span else None,
+        "delivered": got, "expected": expected_each, "lost": rep["lost"], "dup": rep["dup"],
+        "healthy_lossy": rep["healthy_lossy"], "healthy_disconnected": rep["healthy_disconnected"],
+        "client_close_codes": rep["close_codes"], **s.base, **extra,
+    }
+    if s.kind == "tidings":
+        row["server_realtime"] = _server_realtime(s.server)
+    if s.workers > 1:
+        row["sockets_per_worker"] = rep["workers"]
+    return row
+
+
+def open_session(kind: str, n: int, directory: Path, workers: int = 1, redis: bool = False,
+                 stalled_share: float = 0.0) -> Session:
+    if kind == "tidings":
+        server = start_tidings(directory, n, workers=workers, redis=redis)
+    else:
+        server = start_naive(directory, n)
+    try:
+        if kind == "tidings":
+            db_url = server.env["DATABASE_URL"]
+            uids = create_users(db_url, n)
+            cookies = session_cookies(db_url, uids)
+        else:
+            uids, cookies = list(range(1, n + 1)), {}
+        # One publish first, so the broker, dispatcher and reactor threads exist before "before".
+        server.post("/bench/broadcast", {"n": 1, "size": 16})
+        time.sleep(0.5)
+        before = server.proc_stats()
+        stalled = set(random.Random(7).sample(range(n), int(n * stalled_share)))
+        specs = []
+        for i, uid in enumerate(uids):
+            # The baseline sends everything to everyone; its clients subscribe to nothing, but
+            # count the same streams.
+            streams = ("broadcast", f"user:{uid}")
+            specs.append(Spec(i, uid, cookies.get(uid, ""), streams, i in stalled))
+        clients = Clients(server.url.replace("http://", "ws://") + "/ws", server.url,
+                          "tidings" if kind == "tidings" else "naive")
+    except BaseException:
+        server.stop()
+        raise
+    session = Session(kind, n, workers, server, clients, specs, uids, cookies)
+    try:
+        conn = clients.connect(specs)
+        time.sleep(1.0)
+        after = server.proc_stats()
+        opened = max(conn["connected"], 1)
+        session.base = {
+            "connected": conn["connected"], "connect_failed": conn["failed"],
+            "connect_errors": conn["errors"], "connect_per_s": conn["connected"] / conn["seconds"],
+            "rss_mb": after["rss_kb"] / 1024, "rss_before_mb": before["rss_kb"] / 1024,
+            "kb_per_conn": (after["rss_kb"] - before["rss_kb"]) / opened,
+            "threads": after["threads"], "threads_before": before["threads"],
+            "threads_per_socket": (after["threads"] - before["threads"]) / opened,
+        }
+        print(f"  [{kind} N={n} w={workers}] connected {conn['connected']}/{n} in "
+              f"{conn['seconds']:.1f}s, failed {conn['failed']} {conn['errors'][:2]}", flush=True)
+    except BaseException:
+        close_session(session)
+        raise
+    return session
+
+
+def close_session(s: Session) -> list[str]:
+    try:
+        s.clients.close()
+    finally:
+        s.server.stop()
+    return s.server.log_problems()
+
+
+def scenario_a(s: Session, label: str = "A") -> dict[str, Any]:
+    """Broadcast at RATE/s for SECONDS to everyone; latency, loss, duplicates."""
+    s.clients.reset()
+    first = s.server.head() + 1
+    patient = not (s.kind == "naive" and label == "S")
+    publish_at_rate(s.server, RATE, SECONDS, SIZE, patient=patient)
+    if not patient:
+        time.sleep(0.5)
+    last = s.server.head()
+    count = last - first + 1
+    s.clients.wait_for(s.healthy * count, timeout=15.0 if patient else 10.0, idle=3.0)
+    rep = s.clients.report({"broadcast": list(range(first, last + 1))})
+    span = (rep["last_recv"] - rep["first_ts"]) if rep["first_ts"] else None
+    reach = [rep["reach"].get(i, 0) / max(s.healthy, 1) for i in range(first, last + 1)]
+    return _row(s, label, rep, span, count, broadcasts=count,
+                healthy_reach_mean=float(np.mean(reach)) if reach else None,
+                broadcasts_reaching_all=sum(r >= 1.0 for r in reach))
+
+
+def scenario_b(s: Session, profile_to: Path | None = None) -> dict[str, Any]:
+    """BURST broadcasts as fast as the server takes them; deliveries/s end to end."""
+    s.clients.reset()
+    first = s.server.head() + 1
+    spies = _start_profilers(s.server, profile_to) if profile_to else []
+    try:
+        t0 = time.time()
+        s.server.post("/bench/broadcast", {"n": BURST, "size": SIZE}, timeout=300)
+        publish_s = time.time() - t0
+        last = s.server.head()
+        s.clients.wait_for(s.healthy * BURST, timeout=180.0, idle=5.0)
+    finally:
+        _stop_profilers(spies)
+    rep = s.clients.report({"broadcast": list(range(first, last + 1))})
+    span = (rep["last_recv"] - rep["first_ts"]) if rep["first_ts"] else None
+    return _row(s, "B", rep, span, last - first + 1, publish_per_s=BURST / publish_s,
+                last_delivery_s=span)
+
+
+def scenario_c(s: Session) -> dict[str, Any]:
+    """NOTIFICATIONS notifications, each to one random connected user."""
+    s.clients.reset()
+    lo, hi = min(s.uids), max(s.uids)
+    assert hi - lo + 1 == len(s.uids), "bench users are expected to have consecutive ids"
+    t0 = time.time()
+    sent = s.server.post("/bench/notify", {"n": NOTIFICATIONS, "size": SIZE, "random": [lo, hi]},
+                         timeout=300)["sent"]
+    publish_s = time.time() - t0
+    expected: dict[str, list[int]] = {}
+    for uid, seq in sent:
+        expected.setdefault(f"user:{uid}", []).append(seq)
+    s.clients.wait_for(len(sent), timeout=120.0, idle=5.0)
+    rep = s.clients.report(expected)
+    span = (rep["last_recv"] - rep["first_ts"]) if rep["first_ts"] else None
+    return _row(s, "C", rep, span, len(sent), publish_per_s=len(sent) / publish_s)
+
+
+def scenario_s_fill(s: Session) -> None:
+    """Wedge every stalled client as PEERS.md describes: large messages to it alone until a send
+    blocks, then small ones until that blocks too. Tidings gets them in one request per phase
+    (its publishes are sequential SQLite transactions; 20 concurrent 8 MB fills hit "database is
+    locked" in the first version of this bench); the baseline needs one request per stalled user,
+    because each of its requests hangs for good at the first full socket."""
+    stalled = [spec.user for spec in s.specs if spec.stalled]
+    if s.kind == "tidings":
+        s.server.post("/bench/notify", {"users": stalled, "n": len(stalled) * FILL_COUNT,
+                                        "size": FILL_SIZE}, timeout=300)
+        s.server.post("/bench/notify", {"users": stalled, "n": len(stalled) * SMALL_FILL_TIDINGS,
+                                        "size": SMALL_FILL_SIZE}, timeout=300)
+    else:
+        for count, size in ((FILL_COUNT, FILL_SIZE), (SMALL_FILL_NAIVE, SMALL_FILL_SIZE)):
+            pool = ThreadPoolExecutor(max_workers=max(len(stalled), 1))
+            for uid in stalled:
+                pool.submit(_quiet_post, s.server, "/bench/notify",
+                            {"users": [uid], "n": count, "size": size}, 8.0)
+            pool.shutdown(wait=True)  # each either finished or is stuck in the server for good
+    time.sleep(3.0)  # let the server push what it can; the kernel buffers are full by now
+
+
+def scenario_p(s: Session) -> dict[str, Any]:
+    """GET / as a logged-in user while every socket is open and broadcasts flow at RATE/s."""
+    uid = s.uids[0]
+    headers = {"Cookie": s.cookies[uid], "User-Agent": USER_AGENT}
+    stop = threading.Event()
+
+    def background() -> None:
+        i = 0
+        start = time.monotonic()
+        while not stop.is_set() and i < 2000:
+            _quiet_post(s.server, "/bench/broadcast", {"n": 1, "size": SIZE}, 30.0)
+            i += 1
+            delay = start + i / RATE - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def load(_: int) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        try:
+            status = requests.get(s.server.url + "/", headers=headers, timeout=30,
+                                  allow_redirects=False).status_code
+        except requests.RequestException:
+            status = 0
+        return (time.perf_counter() - t0) * 1000.0, status
+
+    thread = threading.Thread(target=background, daemon=True)
+    thread.start()
+    try:
+        with ThreadPoolExecutor(PAGE_CONCURRENCY) as pool:
+            results = list(pool.map(load, range(PAGE_LOADS)))
+    finally:
+        stop.set()
+        thread.join(timeout=35)
+    times = [t for t, status in results if status == 200]
+    statuses: dict[str, int] = {}
+    for _, status in results:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    pct = _percentiles(times)
+    return {"server": s.kind, "scenario": "P", "n": s.n, "workers": s.workers,
+            "page_p50_ms": pct["p50_ms"], "page_p99_ms": pct["p99_ms"],
+            "page_max_ms": pct["max_ms"], "page_statuses": statuses, **s.base}
+
+
+# ---------------------------------------------------------------------------- profiling
+
+
+def _start_profilers(server: Server, prefix: Path) -> list[subprocess.Popen]:
+    """py-spy on the (first) worker: raw collapsed stacks for the table, an SVG flame graph."""
+    spy = Path(sys.executable).with_name("py-spy")
+    pids = server.worker_pids()
+    if not spy.exists() or not pids:
+        return []
+    procs = []
+    for fmt, suffix in (("raw", ".txt"), ("flamegraph", ".svg")):
+        procs.append(subprocess.Popen(
+            [str(spy), "record", "--pid", str(pids[0]), "--rate", "100", "--duration", "120",
+             "--nonblocking", "--gil", "--format", fmt, "-o", str(prefix) + suffix],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True))
+    time.sleep(1.5)  # attaching takes a moment; start the burst after it
+    return procs
+
+
+def _stop_profilers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def hot_spots(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
+    """Self and inclusive share of samples per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        if frames and frames[0].startswith(("thread", "process")):
+            label = frames.pop(0)
+            if frames and frames[0].startswith("thread"):
+                label = frames.pop(0)
+            threads[label] = threads.get(label, 0) + count
+        names = [f.rsplit(":", 1)[0] + ")" if ":" in f and f.endswith(")") else f for f in frames]
+        if names:
+            own[names[-1]] = own.get(names[-1], 0) + count
+        # Thread plumbing is on every stack and says nothing; keep the frames that do work.
+        boring = ("threading.py", "concurrent/futures", "gunicorn/workers")
+        for name in {x for x in names if not any(b in x for b in boring)}:
+            incl[name] = incl.get(name, 0) + count
+
+    def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
+        return [(k, 100.0 * v / total) for k, v in sorted(table.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"total_samples": [("samples", float(total))], "self": ranked(own),
+            "inclusive": ranked(incl), "threads": ranked(threads)}
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="N=100 and 1,000 only")
+    parser.add_argument("--only", default="", help="comma list of A,B,C,S,W,P (debugging)")
+    args = parser.parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    want = set((args.only or "A,B,C,S,W,P").split(","))
+    sizes = [100, 1000] if args.quick else [100, 1000, 2000, 5000]
+    page_at = {1000} if args.quick else {2000, 5000}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = RESULTS / stamp
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    problems: dict[str, list[str]] = {}
+    profile: dict[str, Any] = {}
+    started = time.time()
+
+    def run(kind: str, n: int, tag: str, steps: list[str], **kw: Any) -> None:
+        print(f"== {tag}", flush=True)
+        try:
+            s = open_session(kind, n, workdir / tag, **kw)
+        except Exception as exc:
+            print(f"  !! could not open {tag}: {exc}", flush=True)
+            problems[tag] = [f"session failed: {exc}"]
+            return
+        try:
+            for step in steps:
+                print(f"  - {step}", flush=True)
+                if step == "A":
+                    rows.append(scenario_a(s))
+                elif step == "B":
+                    rows.append(scenario_b(s))
+                elif step == "Bprof":
+                    prefix = workdir / "profile-B"
+                    scenario_b(s, profile_to=prefix)
+                    raw = Path(str(prefix) + ".txt")
+                    if raw.exists():
+                        profile.update(hot_spots(raw))
+                        profile["files"] = [str(raw), str(prefix) + ".svg"]
+                elif step == "C":
+                    rows.append(scenario_c(s))
+                elif step == "S":
+                    scenario_s_fill(s)
+                    rows.append(scenario_a(s, label="S"))
+                elif step == "P":
+                    rows.append(scenario_p(s))
+                if rows:
+                    print("    " + _brief(rows[-1]), flush=True)
+        except Exception as exc:
+            print(f"  !! {tag} failed: {exc!r}", flush=True)
+            problems.setdefault(tag, []).append(f"scenario failed: {exc!r}")
+        finally:
+            found = close_session(s)
+            if found:
+                problems.setdefault(tag, []).extend(found[:40])
+                print(f"  log: {len(found)} problem lines (first: {found[0][:160]})", flush=True)
+
+    for n in sizes:
+        steps_t = [x for x in ["A"] if x in want]
+        steps_n = list(steps_t)
+        if n == 1000:
+            steps_t += [x for x in ("B", "C") if x in want]
+            steps_n += [x for x in ("B",) if x in want]
+            if "B" in want:
+                steps_t.append("Bprof")
+        if n in page_at and "P" in want:
+            steps_t.append("P")  # the baseline has no site pages to load
+        if steps_t:
+            run("tidings", n, f"tidings-{n}", steps_t)
+        if steps_n:
+            run("naive", n, f"naive-{n}", steps_n)
+    if "S" in want:
+        run("tidings", 1000, "tidings-1000-stalled", ["S"], stalled_share=STALLED_SHARE)
+        run("naive", 1000, "naive-1000-stalled", ["S"], stalled_share=STALLED_SHARE)
+    if "W" in want:
+        for n in ([1000] if args.quick else [1000, 2000]):
+            steps = ["A", "B"] if n == 1000 else ["A"]
+            run("tidings", n, f"tidings-{n}-w2-redis", steps, workers=2, redis=True)
+
+    machine = {"nproc": os.cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform(), "mode": "quick" if args.quick else "full",
+               "command": ".venv/bin/python -m bench" + (" --quick" if args.quick else ""),
+               "seconds": round(time.time() - started, 1), "stamp": stamp,
+               "git": _git_state()}
+    write_outputs(rows, profile, problems, machine, RESULTS / f"{stamp}.json")
+    return 0
+
+
+def _git_state() -> str:
+    """HEAD plus whether app/realtime had uncommitted edits: the numbers belong to that tree."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--short", "app/realtime"], cwd=ROOT, text=True,
+                               capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" + uncommitted edits in app/realtime" if dirty else "")
+
+
+def _brief(row: dict[str, Any]) -> str:
+    if row["scenario"] == "P":
+        return f"P page p50={row['page_p50_ms']:.1f} p99={row['page_p99_ms']:.1f} {row['page_statuses']}"
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    return (f"{row['scenario']} {row['server']} N={row['n']} p50={fmt(row['p50_ms'])} "
+            f"p99={fmt(row['p99_ms'])} max={fmt(row['max_ms'])} deliv/s={fmt(row['deliveries_s'])} "
+            f"lost={row['lost']} dup={row['dup']} reach={row.get('healthy_reach_mean')}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Start and stop the servers under test (real gunicorn, gthread), and read their /proc figures.
+
+Like tests/support/live.py (whose migration and health-wait it reuses), but gunicorn starts
+through ``bash -c "ulimit -n 65536; exec ..."`` so a worker can hold thousands of sockets, and
+any WSGI module can be served: ``bench.server:app`` (Tidings) or ``bench.naive_app:app``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from tests.support.live import (
+    LIVE_SECRET_KEY,
+    ROOT,
+    START_TIMEOUT,
+    LiveServer,
+    _wait_until_healthy,
+    free_port,
+    migrate_database,
+)
+
+#: Guards bench/server.py's publishing endpoint; fresh per run.
+TOKEN = secrets.token_hex(16)
+#: Threads kept free for page requests (gunicorn.conf.py's TIDINGS_HTTP_THREADS).
+HTTP_THREADS = 32
+#: File descriptors each server process may open.
+NOFILE = 65536  # capped at the hard limit below
+
+
+class Server(LiveServer):
+    kind: str = "tidings"
+
+    def post(self, path: str, body: dict, timeout: float = 120.0) -> dict:
+        response = requests.post(self.url + path, json=body, timeout=timeout,
+                                 headers={"X-Bench-Token": TOKEN})
+        response.raise_for_status()
+        return response.json()
+
+    def head(self, stream: str = "broadcast") -> int:
+        response = requests.get(self.url + "/bench/head", params={"stream": stream}, timeout=30,
+                                headers={"X-Bench-Token": TOKEN})
+        response.raise_for_status()
+        return int(response.json()["head"])
+
+    def proc_stats(self) -> dict[str, int]:
+        """RSS (kB) and OS threads summed over the workers, from /proc/<pid>/status."""
+        rss = threads = 0
+        for pid in self.worker_pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Threads:"):
+                    threads += int(line.split()[1])
+        return {"rss_kb": rss, "threads": threads}
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the whole process group, SIGKILL it if it lingers (the baseline's stuck
+        threads never finish)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
+
+    def log_problems(self) -> list[str]:
+        """Lines of the gunicorn log that look like trouble (tracebacks, errors, warnings)."""
+        keys = ("Traceback", "ERROR", "[CRITICAL]", "WORKER TIMEOUT", "Exception", "WARNING")
+        return [line for line in self.read_log().splitlines() if any(k in line for k in keys)]
+
+
+def _launch(kind: str, directory: Path, gunicorn_args: str, env: dict[str, str],
+            workers: int) -> Server:
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    run_env = {**env, "TIDINGS_BIND": f"127.0.0.1:{port}"}
+    log = directory / f"{kind}-{port}.log"
+    command = (f"ulimit -n $(( $(ulimit -Hn) < {NOFILE} ? $(ulimit -Hn) : {NOFILE} )); exec {shlex.quote(sys.executable)} -m gunicorn "
+               + gunicorn_args.replace("{bind}", f"127.0.0.1:{port}"))
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=run_env,
+                                   stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    server = Server(url=f"http://127.0.0.1:{port}", port=port, pid=process.pid, workers=workers,
+                    log=log, env=run_env, process=process)
+    server.kind = kind
+    try:
+        _wait_until_healthy(server, time.monotonic() + START_TIMEOUT)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_tidings(directory: Path, sockets: int, workers: int = 1, redis: bool = False,
+                  extra: dict[str, str] | None = None) -> Server:
+    """The real site (gunicorn.conf.py, dev mode, fresh SQLite) with bench/server.py's endpoint."""
+    capacity = sockets + 50
+    env = {
+        **os.environ,
+        "TIDINGS_ENV": "development",
+        "SECRET_KEY": LIVE_SECRET_KEY,
+        "DATABASE_URL": f"sqlite:///{directory / 'bench.db'}",
+        "TIDINGS_WORKERS": str(workers),
+        "REALTIME_MAX_SOCKETS": str(capacity),
+        "TIDINGS_HTTP_THREADS": str(HTTP_THREADS),
+        "TIDINGS_THREADS": str(capacity + HTTP_THREADS),
+        "BENCH_TOKEN": TOKEN,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("TIDINGS_CONTROL_SOCKET", None)
+    if redis:
+        env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+        env["REALTIME_REDIS_CHANNEL"] = f"tidings-bench-{uuid.uuid4().hex[:8]}"
+    env.update(extra or {})
+    directory.mkdir(parents=True, exist_ok=True)
+    migrate_database(env)
+    return _launch("tidings", directory, "-c gunicorn.conf.py bench.server:app", env, workers)
+
+
+def start_naive(directory: Path, sockets: int) -> Server:
+    """The flask-sock baseline: one gthread worker with 2N+50 threads."""
+    threads = 2 * sockets + 50
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = (f"-k gthread -w 1 --threads {threads} --worker-connections {threads + 100} "
+            "-b {bind} --graceful-timeout 2 --log-level warning bench.naive_app:app")
+    return _launch("naive", directory, args, env, 1)

@@ -1,0 +1,174 @@
+"""The pieces behind the ops dashboard without a server: the cluster view, /metrics access, logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.ops.logging import KeyValueFormatter
+from app.realtime.cluster import ClusterReporter
+
+
+class FakeState:
+    """Just what ClusterReporter reads from a RealtimeState."""
+
+    def __init__(self, worker: str, users: list[str]):
+        self.worker = worker
+        self.figures: dict[str, Any] = {"worker": worker, "sockets": 2, "capacity": 10,
+                                        "published": 0, "delivered_live": 0,
+                                        "broker": {"kind": "redis", "state": "connected"}}
+        self.hub = SimpleNamespace(users_online=lambda: list(users))
+        self.broker = SimpleNamespace(sent=[], publish=lambda m: self.broker.sent.append(m))
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.figures)
+
+
+def report_from(worker: str, users: list[str], sockets: int, published_rate: float,
+                delivered_rate: float) -> dict[str, Any]:
+    return {"k": "control", "op": "stats", "report": {
+        "worker": worker, "sockets": sockets, "capacity": 10, "users": users,
+        "rates": {"published": published_rate, "delivered_live": delivered_rate},
+        "broker": {"kind": "redis", "state": "connected", "lag_ms": 3.0}, "interval": 0.1}}
+
+
+def test_the_aggregate_adds_sockets_unions_users_and_forgets_silent_workers():
+    state = FakeState("h:1", ["1", "2"])
+    reporter = ClusterReporter(state, interval=0.1)  # type: ignore[arg-type]
+    reporter.serving = True
+    reporter.tick()
+    reporter.receive(report_from("h:2", ["2", "3"], sockets=5, published_rate=4.0,
+                                 delivered_rate=7.0))
+    view = reporter.aggregate()
+    assert [row["worker"] for row in view["workers"]] == ["h:1", "h:2"]
+    assert view["totals"]["sockets"] == 7 and view["totals"]["capacity"] == 20
+    assert view["users"] == ["1", "2", "3"] and view["totals"]["users_online"] == 3
+    # Every message reaches every worker: the cluster publishes at the busiest worker's rate.
+    assert view["totals"]["published_per_s"] == 4.0
+    assert view["totals"]["delivered_per_s"] == 7.0
+    assert state.broker.sent[-1]["op"] == "stats"
+
+    time.sleep(0.35)  # more than three of h:2's intervals without a report
+    reporter.tick()
+    assert [row["worker"] for row in reporter.aggregate()["workers"]] == ["h:1"]
+
+
+def test_a_worker_ignores_its_own_echo_and_rates_come_from_counter_deltas():
+    state = FakeState("h:1", [])
+    reporter = ClusterReporter(state, interval=0.05)  # type: ignore[arg-type]
+    reporter.tick()
+    assert state.broker.sent == []  # not serving a site (a CLI job): no report to the others
+    state.figures.update(published=10, delivered_live=30)
+    time.sleep(0.1)
+    report = reporter.local_report()
+    assert report["rates"]["published"] > 0 and report["rates"]["delivered_live"] > 0
+    reporter.receive({"report": {**report, "sockets": 999}})
+    assert reporter.aggregate()["totals"]["sockets"] == 2
+
+
+@pytest.mark.parametrize(
+    ("token", "remote", "headers", "status"),
+    [
+        (None, "127.0.0.1", {}, 200),
+        (None, "::1", {}, 200),
+        (None, "10.0.0.5", {}, 403),
+        (None, "127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}, 403),
+        ("s3cret", "127.0.0.1", {}, 403),  # a token, once set, is required even locally
+        ("s3cret", "127.0.0.1", {"Authorization": "Bearer wrong"}, 403),
+        ("s3cret", "10.0.0.5", {"Authorization": "Bearer s3cret"}, 200),
+    ],
+)
+def test_metrics_are_for_loopback_or_the_token_holder(app, client, monkeypatch, token, remote,
+                                                      headers, status):
+    monkeypatch.delenv("METRICS_TOKEN", raising=False)
+    app.config["METRICS_TOKEN"] = token
+    response = client.get("/metrics", headers=headers, environ_base={"REMOTE_ADDR": remote})
+    assert response.status_code == status
+    if status == 200:
+        names = {f.name for f in text_string_to_metric_families(response.get_data(as_text=True))}
+        assert "tidings_realtime_sockets" in names
+
+
+def test_the_metrics_token_can_come_from_the_environment(app, client, monkeypatch):
+    monkeypatch.setenv("METRICS_TOKEN", "from-env")
+    app.config.pop("METRICS_TOKEN", None)
+    assert client.get("/metrics").status_code == 403
+    ok = client.get("/metrics", headers={"Authorization": "Bearer from-env"})
+    assert ok.status_code == 200
+
+
+def test_the_dashboard_is_for_admins(client, auth):
+    assert client.get("/admin/ops").status_code == 302  # to the login page
+    auth.login()
+    assert client.get("/admin/ops").status_code == 403
+    auth.logout()
+    auth.login("boss", "boss-password-1")
+    page = client.get("/admin/ops")
+    assert page.status_code == 200
+    assert b"Operations" in page.data and b"ops:cluster" in page.data
+
+
+def format_line(message: str, *args: Any, exc: bool = False) -> str:
+    record = logging.LogRecord("tidings.realtime", logging.INFO, __file__, 1, message, args, None)
+    if exc:
+        try:
+            raise ValueError("bad\nthing")
+        except ValueError:
+            import sys
+
+            record.exc_info = sys.exc_info()
+    return KeyValueFormatter().format(record)
+
+
+def test_log_lines_are_one_line_of_key_values_with_the_pid():
+    line = format_line("socket close conn=%s user=%s worker=%s code=%s reason=%s",
+                       "h:9-1", "7", "h:9", 4008, "slow consumer")
+    assert 'event="socket close" conn=h:9-1 user=7 worker=h:9 code=4008 reason="slow consumer"' \
+        in line
+    assert " pid=" in line and "level=info" in line and "logger=tidings.realtime" in line
+    refused = format_line("socket refused: origin %s user=%s", "https://evil.example", "7")
+    assert 'event="socket refused" detail="origin https://evil.example" user=7' in refused
+    failed = format_line("realtime listener failed", exc=True)
+    assert "\n" not in failed and 'exc="ValueError: bad\\nthing"' in failed
+
+
+def test_configure_logging_prints_tidings_records_once(app, capsys):
+    from app.ops.logging import configure_logging
+
+    configure_logging(app)
+    configure_logging(app)  # a second app in the same process adds no second handler
+    logging.getLogger("tidings.realtime").info("socket open conn=%s user=%s", "h:1-1", "3")
+    err = capsys.readouterr().err
+    assert err.count('event="socket open" conn=h:1-1 user=3') == 1
+
+
+def test_a_report_stays_small_enough_for_any_broker_however_many_users_are_online():
+    import json
+
+    from app.realtime.cluster import MAX_REPORT_BYTES
+
+    state = FakeState("h:1", [str(n) for n in range(100_000, 105_000)])
+    state.figures["users_online"] = 5000
+    reporter = ClusterReporter(state, interval=1.0)  # type: ignore[arg-type]
+    report = reporter.local_report()
+    assert len(json.dumps(report, separators=(",", ":"))) <= MAX_REPORT_BYTES
+    assert report["users_truncated"] and 0 < len(report["users"]) < 5000
+    assert reporter.aggregate()["totals"]["users_online"] == 5000
+
+
+def test_the_dashboard_shows_how_far_the_last_announcements_reached_live(app, client, auth):
+    from app.extensions import db
+    from app.notifications.models import Announcement
+
+    with app.app_context():
+        db.session.add(Announcement(title="Maintenance <tonight>", live_reached=3, recipients=5))
+        db.session.commit()
+    auth.login("boss", "boss-password-1")
+    page = client.get("/admin/ops").get_data(as_text=True)
+    assert "Maintenance &lt;tonight&gt;" in page
+    assert "reached 3 of 5 live" in " ".join(page.split())
