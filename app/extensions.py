@@ -4,10 +4,14 @@ Keeping them here (rather than in ``app/__init__.py``) lets models, blueprints a
 import them without importing the factory, which avoids circular imports.
 """
 
+import sqlite3
+
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
 from app.realtime import Realtime
@@ -23,3 +27,19 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 #: The realtime layer: sockets at /ws, notify/broadcast/publish from anywhere.
 realtime = Realtime()
+
+
+@event.listens_for(Engine, "connect")
+def _tune_sqlite(dbapi_connection, _record) -> None:
+    """SQLite, the embedded default, shared by several processes (workers, CLI, cron).
+
+    WAL lets readers run while one process writes; synchronous=NORMAL (safe in WAL mode against
+    a crashed process) drops the fsync from every commit, which is most of a publish's latency;
+    a busy timeout makes a writer wait for the lock instead of failing with "database is locked".
+    """
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()

@@ -1,8 +1,9 @@
 """Fan-out between processes: in-process, Redis pub/sub, or the durable log itself.
 
-A broker only announces; the durable log is the truth. Each broker hands every message to
-``deliver`` on a thread of its own (never the publisher's), and calls ``resync`` after any gap in
-its own service (a Redis reconnect), which makes every connection catch up from the log.
+A broker only announces; the durable log is the truth. Each broker hands messages to ``deliver``
+on a thread of its own (never the publisher's), in batches of what has arrived (so a burst costs
+one send per socket per batch, not per message), and calls ``resync`` after any gap in its own
+service (a Redis reconnect), which makes every connection catch up from the log.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from .store import EventStore
 
 log = logging.getLogger("tidings.realtime")
 
-Deliver = Callable[[dict[str, Any]], None]
+#: Receives messages in publication order, several at a time when they arrived together.
+Deliver = Callable[[list[dict[str, Any]]], None]
+
+#: Most messages handed over in one batch.
+BATCH = 256
 
 
 class Broker:
@@ -46,9 +51,14 @@ class MemoryBroker(Broker):
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
         def run() -> None:
             while True:
-                message = self._queue.get()
+                batch = [self._queue.get()]
+                while len(batch) < BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
                 try:
-                    deliver(message)
+                    deliver(batch)
                 except Exception:
                     log.exception("realtime dispatch failed")
 
@@ -101,12 +111,17 @@ class RedisBroker(Broker):
                     item = pubsub.get_message(timeout=1.0)
                     if item is None:
                         continue
-                    message = json.loads(item["data"])
-                    sent = message.get("sent")
+                    batch = [json.loads(item["data"])]
+                    while len(batch) < BATCH:  # whatever else has already arrived
+                        item = pubsub.get_message(timeout=0.0)
+                        if item is None:
+                            break
+                        batch.append(json.loads(item["data"]))
+                    sent = batch[-1].get("sent")
                     if sent:
                         self._lag_ms = max(0.0, (time.time() - sent) * 1000)
                     try:
-                        deliver(message)
+                        deliver(batch)
                     except Exception:
                         log.exception("realtime dispatch failed")
             except Exception as exc:  # ConnectionError, TimeoutError, a restart of Redis ...
@@ -158,13 +173,16 @@ class DatabaseBroker(Broker):
             try:
                 if last is None:
                     last = self._store.last_id()
+                batch = []
                 for event in self._store.tail(last):
                     last = event.id
                     if event.stream == "__control__":
-                        deliver(json.loads(event.payload))
+                        batch.append(json.loads(event.payload))
                     else:
-                        deliver({"k": "event", "stream": event.stream, "seq": event.seq,
-                                 "payload": event.payload})
+                        batch.append({"k": "event", "stream": event.stream, "seq": event.seq,
+                                      "payload": event.payload})
+                if batch:
+                    deliver(batch)
                 self._state = "connected"
                 if time.time() - pruned > 30:
                     self._store.prune_ephemeral(time.time() - 60)
@@ -236,7 +254,7 @@ class PostgresBroker(Broker):
                                 if message["payload"] is None:
                                     continue
                             try:
-                                deliver(message)
+                                deliver([message])
                             except Exception:
                                 log.exception("realtime dispatch failed")
             except Exception as exc:

@@ -173,7 +173,7 @@ def catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
     page = int(state.config["REPLAY_PAGE"])
     while not conn.finished.is_set():
         stream_state = conn.streams.get(stream)
-        if stream_state is None:
+        if stream_state is None or conn.replay_blocked(stream):
             return
         rows = state.store.read_since(stream, stream_state.cursor, page)
         for seq, payload in rows:

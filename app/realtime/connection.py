@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
@@ -177,41 +177,58 @@ class Connection:
             return self._write_locked(frame)
 
     def offer(self, stream: str, seq: int | None, frame: bytes) -> bool:
-        """Called by the dispatcher for every event on a stream this connection follows.
+        """One event for a stream this connection follows; True if it was written now."""
+        return self.offer_many(stream, ((seq, frame),)) > 0
 
-        Returns True when the frame was written (or queued) for the client now.
+    def offer_many(self, stream: str, items: Iterable[tuple[int | None, bytes]]) -> int:
+        """Events of one stream, in order, from the dispatcher: written with a single send.
+
+        Returns how many were written (or queued) for the client now. Stored events (with a
+        sequence number) pass only in sequence: an event already written is dropped, and a gap
+        (an earlier event still on its way, or lost by a broker) starts a catch-up from the log,
+        which has it — commits of one stream happen in sequence order.
         """
         with self.lock:
-            if seq is None:
-                if stream in self.streams and self._write_locked(frame):
-                    self.delivered += 1
-                    return True
-                return False
             state = self.streams.get(stream)
             if state is None:
-                return False
-            if state.catching_up:
-                if seq > state.seen:
-                    state.seen = seq
-                return False
-            if seq <= state.cursor:
-                return False  # already written (the log and the broker both carried it)
-            if seq != state.cursor + 1:
-                # A gap: an earlier event is still on its way, or a broker lost it. The log has
-                # it (commits of one stream happen in sequence order), so read it from there.
-                self._start_catch_up_locked(stream, state, seq)
-                return False
-            if self._write_locked(frame):
-                state.cursor = seq
-                self.delivered += 1
+                return 0
+            out = []
+            for seq, frame in items:
+                if seq is None:
+                    out.append(frame)
+                elif state.catching_up:
+                    if seq > state.seen:
+                        state.seen = seq
+                elif seq == state.cursor + 1:
+                    state.cursor = seq
+                    out.append(frame)
+                elif seq > state.cursor:
+                    self._start_catch_up_locked(stream, state, seq)
+            if not out:
+                return 0
+            if not self._write_locked(out[0] if len(out) == 1 else b"".join(out)):
+                return 0
+            self.delivered += len(out)
+            return len(out)
+
+    def replay_blocked(self, stream: str) -> bool:
+        """True (and the catch-up of ``stream`` paused) while the client has a backlog to read."""
+        with self.lock:
+            if self._out_bytes > self.limits.outbox_bytes // 2:
+                self._paused.add(stream)
                 return True
             return False
 
     def nudge(self, stream: str, head: int) -> None:
-        """The log says ``stream`` reached ``head``: catch up if the pushes left us behind."""
+        """The log says ``stream`` reached ``head``: catch up if the pushes left us behind.
+
+        A client with bytes still queued is behind because it reads slowly, not because an
+        event went missing: reading the log for it would only add to its backlog.
+        """
         with self.lock:
             state = self.streams.get(stream)
-            if state is not None and not state.catching_up and head > state.cursor:
+            if (state is not None and not state.catching_up and head > state.cursor
+                    and not self._out):
                 self._start_catch_up_locked(stream, state, head)
 
     def _start_catch_up_locked(self, stream: str, state: StreamState, seen: int) -> None:

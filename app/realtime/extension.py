@@ -122,6 +122,7 @@ class RealtimeState:
         self.deliver_live = True
         self.reactor: Reactor | None = None
         self.commands: CommandRunner | None = None
+        self._previous_heads: dict[str, int] = {}
         self.worker = ""
         # ops (issue 9): cross-worker figures; reports start with the broker in ensure_started.
         self.cluster = ClusterReporter(self, float(self.config["CLUSTER_INTERVAL"]))
@@ -184,36 +185,50 @@ class RealtimeState:
                 self.broker = DatabaseBroker(self.store, float(self.config["POLL_INTERVAL"]))
             else:
                 self.broker = MemoryBroker()
-            self.broker.start(self._deliver, self.sweep)
+            self.broker.start(self._deliver, lambda: self.sweep(immediate=True))
             threading.Thread(target=self._sweep_forever, name="tidings-sweep", daemon=True).start()
             self._started_pid = pid
             self.cluster.start(pid)  # ops (issue 9): report this worker's figures to the others
 
-    def _deliver(self, message: dict[str, Any]) -> None:
-        kind = message.get("k")
-        if kind == "event":
-            self.hub.dispatch(message["stream"], message.get("seq"), message["payload"])
-        elif kind == "control" and message.get("op") == "disconnect_user":
+    def _deliver(self, messages: list[dict[str, Any]]) -> None:
+        events = [(m["stream"], m.get("seq"), m["payload"]) for m in messages if m.get("k") == "event"]
+        if events:
+            self.hub.dispatch(events)
+        for message in messages:
+            if message.get("k") == "control":
+                self._control(message)
+            for listener in self.ext._listeners:
+                try:
+                    listener(self, message)
+                except Exception:
+                    log.exception("realtime listener failed")
+
+    def _control(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "disconnect_user":
             for conn in self.hub.user_connections(str(message["user"])):
                 conn.close(int(message.get("code", SIGNED_OUT)), str(message.get("reason", "")))
-        elif kind == "control" and message.get("op") == "stats":
+        elif message.get("op") == "stats":
             self.cluster.receive(message)  # ops (issue 9): another worker's figures
-        for listener in self.ext._listeners:
-            try:
-                listener(self, message)
-            except Exception:
-                log.exception("realtime listener failed")
 
-    def sweep(self) -> None:
-        """Compare every followed stream with the log; connections that fell behind catch up."""
+    def sweep(self, immediate: bool = False) -> None:
+        """Compare every followed stream with the log; connections that fell behind catch up.
+
+        Pushes normally arrive well before the next sweep, so a connection is only nudged towards
+        the heads seen one sweep *ago*: events still in flight (a burst being fanned out) are not
+        read twice. After a broker outage (``immediate``) the current heads are used at once.
+        """
         followed = self.hub.followed_streams()
         if not followed:
+            self._previous_heads = {}
             return
         heads = self.store.heads(list(followed))
+        target = heads if immediate else self._previous_heads
+        self._previous_heads = heads
         for name, conns in followed.items():
-            head = heads.get(name, 0)
-            for conn in conns:
-                conn.nudge(name, head)
+            head = target.get(name, 0)
+            if head:
+                for conn in conns:
+                    conn.nudge(name, head)
 
     def _sweep_forever(self) -> None:
         interval = float(self.config["SWEEP_INTERVAL"])
