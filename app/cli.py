@@ -79,11 +79,23 @@ def create_user_command(username: str, admin: bool, password: str) -> None:
     click.echo(f"Created {user.role} {username!r}.")
 
 
+def seed_demo_content() -> None:
+    """Welcome notifications and a chat room with a few messages, so a new user sees the live
+    features at work on first login. Each area's ``seed_demo`` does nothing the second time."""
+    from app.chat.demo import seed_demo as seed_chat
+    from app.notifications.demo import seed_demo as seed_notifications
+
+    seed_notifications()
+    seed_chat()
+
+
 @click.command("seed-demo")
 @with_appcontext
 def seed_demo_command() -> None:
-    """Create the demo accounts (alice, bob, admin) if they are missing."""
-    click.echo(format_demo_table(ensure_demo_accounts()))
+    """Create the demo accounts (alice, bob, admin) and demo content if they are missing."""
+    accounts = ensure_demo_accounts()
+    seed_demo_content()
+    click.echo(format_demo_table(accounts))
 
 
 def register_commands(app: Flask) -> None:

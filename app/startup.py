@@ -16,7 +16,7 @@ def seed_demo_accounts_if_enabled(
     and its connections closed, so forked workers do not inherit open database sockets.
     """
     from app import create_app
-    from app.cli import ensure_demo_accounts, format_demo_table
+    from app.cli import ensure_demo_accounts, format_demo_table, seed_demo_content
     from app.extensions import db
 
     app = create_app()
@@ -27,6 +27,7 @@ def seed_demo_accounts_if_enabled(
     with app.app_context():
         try:
             accounts = ensure_demo_accounts()
+            seed_demo_content()
         except SQLAlchemyError as exc:
             log(f"Demo accounts not created ({type(exc).__name__}); run `flask db upgrade` first.")
             return

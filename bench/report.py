@@ -175,7 +175,7 @@ Gunicorn log lines that look like trouble:
 - Servers: real gunicorn (gthread). Tidings: `gunicorn -c gunicorn.conf.py bench.server:app`
   (bench/server.py = `create_app()` + a token-guarded `POST /bench/broadcast|notify` that calls
   `realtime.broadcast` / `realtime.notify` inside the worker), fresh migrated SQLite, dev mode,
-  `REALTIME_MAX_SOCKETS=N+50`, `TIDINGS_THREADS=N+50+32`, started via `bash -c "ulimit -n 65536; exec ..."`.
+  `REALTIME_MAX_SOCKETS=N+50`, gunicorn.conf.py's default 32 threads (sockets hold none), started via `bash -c "ulimit -n 65536; exec ..."`.
   Baseline: bench/naive_app.py (flask-sock, locked global list, `for ws in clients: ws.send()`),
   `gunicorn -k gthread --threads 2N+50 bench.naive_app:app`.
 - Users: N rows bulk-inserted with one precomputed password hash; each socket carries its **own**

@@ -123,8 +123,7 @@ def start_tidings(directory: Path, sockets: int, workers: int = 1, redis: bool =
         "DATABASE_URL": f"sqlite:///{directory / 'bench.db'}",
         "TIDINGS_WORKERS": str(workers),
         "REALTIME_MAX_SOCKETS": str(capacity),
-        "TIDINGS_HTTP_THREADS": str(HTTP_THREADS),
-        "TIDINGS_THREADS": str(capacity + HTTP_THREADS),
+        # Sockets hold no gunicorn thread: the default page threads (gunicorn.conf.py) serve.
         "BENCH_TOKEN": TOKEN,
         "PYTHONUNBUFFERED": "1",
     }

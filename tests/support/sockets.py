@@ -41,9 +41,15 @@ class Client:
         self.ws.send(json.dumps(message))
 
     def recv(self, timeout: float | None = None) -> dict[str, Any]:
-        if timeout is not None:
-            self.ws.settimeout(timeout)
+        """The next message other than a heartbeat; ``timeout`` bounds the whole wait (the
+        heartbeats that keep arriving do not extend it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise websocket.WebSocketTimeoutException("no message before the deadline")
+                self.ws.settimeout(remaining)
             message = json.loads(self.ws.recv())
             if message.get("type") != "hb":
                 return message
