@@ -33,7 +33,7 @@ if [ -x "$CHROMIUM" ]; then
 else
   say "Chromium missing; installing Debian's chromium package"
   if as_root apt-get update -q && \
-     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium && \
+     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji && \
      [ -x "$CHROMIUM" ]; then
     say "Chromium installed: $("$CHROMIUM" --version 2>/dev/null || echo "$CHROMIUM")"
   else

@@ -403,10 +403,21 @@
         self.room = new ChatRoom(section, self.rt, { messages: page.messages });
         var badge = self.root.querySelector('[data-room-unread="' + roomId + '"]');
         if (badge) { badge.hidden = true; badge.textContent = "0"; }
+        self.showTotal();
         var last = page.messages.length ? page.messages[page.messages.length - 1].id : 0;
         if (last) self.room.markRead(last);
       })
       .catch(function () { window.location.href = link.getAttribute("href"); });
+  };
+
+  /* The toggle's badge sums the rooms' badges, so reading a room here clears its share. */
+  Panel.prototype.showTotal = function () {
+    var total = 0;
+    Array.prototype.forEach.call(this.root.querySelectorAll("[data-room-unread]"), function (badge) {
+      if (!badge.hidden) total += parseInt(badge.textContent, 10) || 0;
+    });
+    var el = this.root.querySelector(".chat-panel__total");
+    if (el) { el.textContent = String(total); el.hidden = total === 0; }
   };
 
   function start() {

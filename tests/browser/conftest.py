@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from playwright.sync_api import (
     Browser,
     BrowserContext,
     ConsoleMessage,
+    Dialog,
     Page,
     Playwright,
     expect,
@@ -40,7 +43,8 @@ CHROMIUM_ARGS = [
 #: Where each story's final state is photographed (gitignored).
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 
-#: The README's picture of the dashboard, refreshed by the first story.
+#: The README's picture of the dashboard, refreshed only by test_features_screenshot.py (the story
+#: that stages a banner, a toast and the chat panel).
 DASHBOARD_SCREENSHOT = ROOT / "docs" / "screenshot-dashboard.png"
 
 #: Playwright's auto-waiting expectations give a reconnect through a worker restart time to land.
@@ -115,6 +119,15 @@ class PageErrors:
     def watch(self, page: Page) -> None:
         page.on("pageerror", lambda exc: self.seen.append(f"pageerror: {exc}"))
         page.on("console", self._console)
+        page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog: Dialog) -> None:
+        # The site never opens alert/confirm/prompt: one appearing means injected script ran.
+        self.seen.append(f"dialog: {dialog.type} {dialog.message!r}")
+        dialog.dismiss()
+
+    def dialogs(self) -> list[str]:
+        return [e for e in self.seen if e.startswith("dialog:")]
 
     def _console(self, msg: ConsoleMessage) -> None:
         if msg.type == "error":
@@ -135,10 +148,12 @@ class Browsing:
         self.contexts: list[BrowserContext] = []
         self.pages: list[Page] = []
 
-    def new_context(self) -> BrowserContext:
-        """A fresh profile: no cookies, no storage (one person on one device)."""
-        context = self.browser.new_context(base_url=self.server.url, viewport={"width": 1200,
-                                                                                 "height": 800})
+    def new_context(self, **options: Any) -> BrowserContext:
+        """A fresh profile: no cookies, no storage (one person on one device). ``options`` go to
+        Playwright's ``new_context`` (e.g. ``locale``)."""
+        options = {"base_url": self.server.url, "viewport": {"width": 1200, "height": 800},
+                   **options}
+        context = self.browser.new_context(**options)
         context.add_init_script(_CSP_LISTENER)
         context.on("page", self.errors.watch)
         self.contexts.append(context)
@@ -225,5 +240,34 @@ def user_id(page: Page) -> str:
 
 
 def save_dashboard(page: Page, path: Path = DASHBOARD_SCREENSHOT) -> None:
-    page.screenshot(path=str(path))
+    # Finished animations (a toast sliding in) make the picture the same on every run.
+    page.screenshot(path=str(path), animations="disabled")
+
+
+def wait_live(page: Page) -> None:
+    """Wait until the page's socket is open and subscribed (the header's indicator says live)."""
+    expect(page.locator("#rt-status")).to_have_attribute("data-state", "live")
+
+
+def open_tab(context: BrowserContext, browsing: Browsing, path: str = "/") -> Page:
+    """Another tab of an already logged-in profile, live."""
+    page = browsing.new_page(context)
+    page.goto(path)
+    wait_live(page)
+    return page
+
+
+def flask_cli(server: LiveServer, *args: str) -> str:
+    """Run ``flask <args>`` against the live server's database and broker, the way an operator
+    or a cron job does from a shell; returns its output and fails the test if the command does."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi:app", *args],
+        cwd=ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"flask {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
 

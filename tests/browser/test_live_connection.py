@@ -15,7 +15,6 @@ from tests.browser.conftest import (
     WAIT_MS,
     record_notifications,
     received,
-    save_dashboard,
     user_id,
     wait_for_count,
 )
@@ -54,7 +53,6 @@ def test_logging_in_turns_the_connection_indicator_live(browsing):
     offline_color = status.evaluate(dot)
     page.evaluate("() => { document.getElementById('rt-status').dataset.state = 'live'; }")
     assert live_color != offline_color
-    save_dashboard(page)
 
 
 def test_a_notification_for_me_arrives_in_my_page_exactly_once(browsing, jobs):
