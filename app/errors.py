@@ -6,6 +6,7 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+
 def wants_json() -> bool:
     """True for ``/api/`` paths and for clients whose best Accept match is JSON."""
     if request.path.startswith("/api/"):

@@ -9,7 +9,6 @@ killed in ``finally``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -29,7 +28,7 @@ import requests
 
 from bench.loadgen import USER_AGENT, Clients, Spec
 from bench.report import write_outputs
-from bench.servers import ROOT, TOKEN, Server, start_naive, start_tidings
+from bench.servers import ROOT, Server, start_naive, start_tidings
 from bench.users import create_users, session_cookies
 
 RESULTS = ROOT / "bench" / "results"

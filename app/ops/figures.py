@@ -46,7 +46,7 @@ def recent_announcements(limit: int = RECENT_ANNOUNCEMENTS) -> list[dict[str, An
     model = _announcement_model()
     if model is None:
         return []
-    order = getattr(model, "created_at", None) or getattr(model, "id")
+    order = getattr(model, "created_at", None) or model.id
     try:
         rows = db.session.scalars(select(model).order_by(order.desc()).limit(limit)).all()
     except Exception:

@@ -126,7 +126,9 @@ class RedisBroker(Broker):
                         log.exception("realtime dispatch failed")
             except Exception as exc:  # ConnectionError, TimeoutError, a restart of Redis ...
                 self._state = "reconnecting"
-                log.warning("redis broker lost its connection (%s); retrying in %.1fs", exc, backoff)
+                log.warning(
+                    "redis broker lost its connection (%s); retrying in %.1fs", exc, backoff
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
@@ -146,8 +148,13 @@ class RedisBroker(Broker):
             log.warning("redis publish failed (%s); clients will catch up from the log", exc)
 
     def state(self) -> dict[str, Any]:
-        return {"kind": self.name, "state": self._state, "lag_ms": round(self._lag_ms, 2),
-                "reconnects": self.reconnects, "publish_errors": self.publish_errors}
+        return {
+            "kind": self.name,
+            "state": self._state,
+            "lag_ms": round(self._lag_ms, 2),
+            "reconnects": self.reconnects,
+            "publish_errors": self.publish_errors,
+        }
 
 
 class DatabaseBroker(Broker):
@@ -163,8 +170,9 @@ class DatabaseBroker(Broker):
         self._wake = threading.Event()
 
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
-        threading.Thread(target=self._poll, args=(deliver,), name="tidings-dbpoll",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._poll, args=(deliver,), name="tidings-dbpoll", daemon=True
+        ).start()
 
     def _poll(self, deliver: Deliver) -> None:
         last = None
@@ -179,8 +187,14 @@ class DatabaseBroker(Broker):
                     if event.stream == "__control__":
                         batch.append(json.loads(event.payload))
                     else:
-                        batch.append({"k": "event", "stream": event.stream, "seq": event.seq,
-                                      "payload": event.payload})
+                        batch.append(
+                            {
+                                "k": "event",
+                                "stream": event.stream,
+                                "seq": event.seq,
+                                "payload": event.payload,
+                            }
+                        )
                 if batch:
                     deliver(batch)
                 self._state = "connected"
@@ -227,8 +241,9 @@ class PostgresBroker(Broker):
         return url.render_as_string(hide_password=False)
 
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
-        threading.Thread(target=self._listen, args=(deliver, resync), name="tidings-pglisten",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._listen, args=(deliver, resync), name="tidings-pglisten", daemon=True
+        ).start()
 
     def _listen(self, deliver: Deliver, resync: Callable[[], None]) -> None:
         import psycopg
@@ -250,7 +265,8 @@ class PostgresBroker(Broker):
                             message = json.loads(note.payload)
                             if message.get("k") == "event" and "payload" not in message:
                                 message["payload"] = self._store.payload(
-                                    message["stream"], message["seq"])
+                                    message["stream"], message["seq"]
+                                )
                                 if message["payload"] is None:
                                     continue
                             try:
@@ -259,8 +275,9 @@ class PostgresBroker(Broker):
                                 log.exception("realtime dispatch failed")
             except Exception as exc:
                 self._state = "reconnecting"
-                log.warning("postgres broker lost its connection (%s); retrying in %.1fs",
-                            exc, backoff)
+                log.warning(
+                    "postgres broker lost its connection (%s); retrying in %.1fs", exc, backoff
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -270,19 +287,28 @@ class PostgresBroker(Broker):
         body = json.dumps(message, separators=(",", ":"))
         if len(body) > self.MAX_PAYLOAD:
             if message.get("k") != "event" or message.get("seq") is None:
-                log.warning("ephemeral message of %d bytes dropped: too large for NOTIFY",
-                            len(body))
+                log.warning(
+                    "ephemeral message of %d bytes dropped: too large for NOTIFY", len(body)
+                )
                 return
-            body = json.dumps({"k": "event", "stream": message["stream"],
-                               "seq": message["seq"]}, separators=(",", ":"))
+            body = json.dumps(
+                {"k": "event", "stream": message["stream"], "seq": message["seq"]},
+                separators=(",", ":"),
+            )
         try:
             with self._store.engine.begin() as conn:
-                conn.execute(text("SELECT pg_notify(:channel, :body)"),
-                             {"channel": self._channel, "body": body})
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :body)"),
+                    {"channel": self._channel, "body": body},
+                )
         except Exception as exc:
             self.publish_errors += 1
             log.warning("postgres NOTIFY failed (%s); clients will catch up from the log", exc)
 
     def state(self) -> dict[str, Any]:
-        return {"kind": self.name, "state": self._state, "reconnects": self.reconnects,
-                "publish_errors": self.publish_errors}
+        return {
+            "kind": self.name,
+            "state": self._state,
+            "reconnects": self.reconnects,
+            "publish_errors": self.publish_errors,
+        }

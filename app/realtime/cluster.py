@@ -37,8 +37,16 @@ EXPIRY_INTERVALS = 3
 #: leave; past it the union of users online is a lower bound (flagged ``users_truncated``).
 MAX_REPORT_BYTES = 6000
 #: Counters every worker reports; rates are computed from their deltas between two reports.
-COUNTERS = ("published", "delivered_live", "opened", "closed", "refused_capacity",
-            "refused_auth", "cut_offs", "dead_peers")
+COUNTERS = (
+    "published",
+    "delivered_live",
+    "opened",
+    "closed",
+    "refused_capacity",
+    "refused_auth",
+    "cut_offs",
+    "dead_peers",
+)
 
 TickHook = Callable[["ClusterReporter"], None]
 
@@ -170,8 +178,10 @@ class ClusterReporter:
                 if now - received > EXPIRY_INTERVALS * max(report_interval, self.interval):
                     del self._received[worker]
                     del self._reports[worker]
-            rows = [{**report, "age_s": round(now - self._received[worker], 3)}
-                    for worker, report in self._reports.items()]
+            rows = [
+                {**report, "age_s": round(now - self._received[worker], 3)}
+                for worker, report in self._reports.items()
+            ]
         return sorted(rows, key=lambda row: row["worker"])
 
     def aggregate(self) -> dict[str, Any]:
@@ -184,8 +194,9 @@ class ClusterReporter:
         rows = self.reports()
         if not any(row["worker"] == self.state.worker for row in rows):
             # Not reported yet (first request in a fresh worker): show ourselves anyway.
-            rows = sorted([*rows, {**self.local_report(), "age_s": 0.0}],
-                          key=lambda row: row["worker"])
+            rows = sorted(
+                [*rows, {**self.local_report(), "age_s": 0.0}], key=lambda row: row["worker"]
+            )
         users: set[str] = set()
         for row in rows:
             users.update(str(user) for user in row.get("users") or ())
@@ -207,12 +218,14 @@ class ClusterReporter:
                 "sockets": total("sockets"),
                 "capacity": total("capacity"),
                 # Exact unless a report was cut short; then at least the busiest worker's count.
-                "users_online": max([len(users), *(int(row.get("users_online") or 0)
-                                                   for row in rows)]),
+                "users_online": max(
+                    [len(users), *(int(row.get("users_online") or 0) for row in rows)]
+                ),
                 "published": max((int(row.get("published") or 0) for row in rows), default=0),
                 "delivered": total("delivered_live"),
-                "published_per_s": max((float(row["rates"].get("published") or 0)
-                                        for row in rows), default=0.0),
+                "published_per_s": max(
+                    (float(row["rates"].get("published") or 0) for row in rows), default=0.0
+                ),
                 "delivered_per_s": rate_sum("delivered_live"),
                 "opened": total("opened"),
                 "closed": total("closed"),
@@ -228,8 +241,9 @@ class ClusterReporter:
                 "state": states.pop() if len(states) == 1 else "mixed",
                 "lag_ms": max((float(b.get("lag_ms") or 0) for b in brokers), default=0.0),
             },
-            "workers": [{key: value for key, value in row.items() if key != "users"}
-                        for row in rows],
+            "workers": [
+                {key: value for key, value in row.items() if key != "users"} for row in rows
+            ],
         }
 
     # ------------------------------------------------------------------ local push

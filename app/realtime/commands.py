@@ -47,8 +47,13 @@ class CommandRunner:
                     _handle(self.ext, self.state, conn, command)
             except Exception:
                 log.exception("realtime command failed conn=%s", conn.id)
-                conn.send_json({"type": "error", "code": "server_error",
-                                "message": "The server could not handle that message."})
+                conn.send_json(
+                    {
+                        "type": "error",
+                        "code": "server_error",
+                        "message": "The server could not handle that message.",
+                    }
+                )
         self.pool.submit(self._run, conn)  # more waiting: requeue behind the others
 
     def finished(self, conn: Connection) -> None:
@@ -60,8 +65,14 @@ class CommandRunner:
         state.closed += 1
         code = str(conn.close_code or "peer")
         state.close_codes[code] = state.close_codes.get(code, 0) + 1
-        log.info("socket close conn=%s user=%s worker=%s code=%s reason=%s", conn.id,
-                 conn.identity.user_id, state.worker, conn.close_code, conn.close_reason or "-")
+        log.info(
+            "socket close conn=%s user=%s worker=%s code=%s reason=%s",
+            conn.id,
+            conn.identity.user_id,
+            state.worker,
+            conn.close_code,
+            conn.close_reason or "-",
+        )
         if self.ext._disconnect_hooks:
             self.pool.submit(self._disconnect_hooks, conn)
 
@@ -75,9 +86,16 @@ class CommandRunner:
 
 def _environ(conn: Connection) -> dict[str, Any]:
     environ = dict(conn.environ)
-    environ.update({"wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr,
-                    "wsgi.version": (1, 0), "wsgi.multithread": True,
-                    "wsgi.multiprocess": True, "wsgi.run_once": False})
+    environ.update(
+        {
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+    )
     return environ
 
 
@@ -101,8 +119,10 @@ def _handle(ext: Realtime, state: RealtimeState, conn: Connection, command: Any)
         _error(conn, "bad_message", 'A message is a JSON object with a string "type".')
         return
     ref = message.get("ref")
-    if not (ref is None or (isinstance(ref, (str, int)) and not isinstance(ref, bool)
-                            and len(str(ref)) <= 64)):
+    if not (
+        ref is None
+        or (isinstance(ref, (str, int)) and not isinstance(ref, bool) and len(str(ref)) <= 64)
+    ):
         _error(conn, "bad_message", '"ref" must be a short string or number.')
         return
     if not isinstance(message.get("type"), str):
@@ -133,8 +153,9 @@ def _handle(ext: Realtime, state: RealtimeState, conn: Connection, command: Any)
         _error(conn, "unknown_type", f"Unknown message type {kind[:40]!r}.", ref)
 
 
-def subscribe(ext: Realtime, state: RealtimeState, conn: Connection, stream: Any, after: Any,
-              ref: Any) -> None:
+def subscribe(
+    ext: Realtime, state: RealtimeState, conn: Connection, stream: Any, after: Any, ref: Any
+) -> None:
     if not isinstance(stream, str) or not 0 < len(stream) <= 200:
         _error(conn, "bad_message", '"stream" must be a stream name.', ref)
         return
@@ -145,8 +166,14 @@ def subscribe(ext: Realtime, state: RealtimeState, conn: Connection, stream: Any
         _error(conn, "forbidden", f"You may not follow {stream[:80]!r}.", ref)
         return
     if stream in conn.streams:
-        conn.send_json({"type": "subscribed", "stream": stream, "ref": ref,
-                        "after": conn.streams[stream].cursor})
+        conn.send_json(
+            {
+                "type": "subscribed",
+                "stream": stream,
+                "ref": ref,
+                "after": conn.streams[stream].cursor,
+            }
+        )
         return
     if len(conn.streams) >= MAX_STREAMS:
         _error(conn, "too_many_streams", f"At most {MAX_STREAMS} streams per connection.", ref)
@@ -159,8 +186,9 @@ def subscribe(ext: Realtime, state: RealtimeState, conn: Connection, stream: Any
     start = head if after is None or after > head else after
     with conn.lock:
         stream_state.cursor = start
-    conn.send_json({"type": "subscribed", "stream": stream, "head": head, "after": start,
-                    "ref": ref})
+    conn.send_json(
+        {"type": "subscribed", "stream": stream, "head": head, "after": start, "ref": ref}
+    )
     catch_up(state, conn, stream)
 
 

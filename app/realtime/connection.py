@@ -24,8 +24,8 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
@@ -227,8 +227,12 @@ class Connection:
         """
         with self.lock:
             state = self.streams.get(stream)
-            if (state is not None and not state.catching_up and head > state.cursor
-                    and not self._out):
+            if (
+                state is not None
+                and not state.catching_up
+                and head > state.cursor
+                and not self._out
+            ):
                 self._start_catch_up_locked(stream, state, head)
 
     def _start_catch_up_locked(self, stream: str, state: StreamState, seen: int) -> None:
@@ -291,8 +295,13 @@ class Connection:
         self.close_code, self.close_reason = SLOW_CONSUMER, "slow consumer"
         self.close_deadline = time.monotonic() + 2.0
         self.reactor.cut_offs += 1
-        log.info("socket cut off conn=%s user=%s queued_bytes=%d reason=%s", self.id,
-                 self.identity.user_id, self._out_bytes, "slow consumer")
+        log.info(
+            "socket cut off conn=%s user=%s queued_bytes=%d reason=%s",
+            self.id,
+            self.identity.user_id,
+            self._out_bytes,
+            "slow consumer",
+        )
         self.reactor.finish_soon(self)
 
     # ------------------------------------------------------------------ reactor side
@@ -388,8 +397,9 @@ class Connection:
             if self.refused > self.limits.flood_close_after:
                 self.close(FLOOD, "too many messages")
                 return False
-            self.send_json({"type": "error", "code": "rate_limited",
-                            "message": "too many messages; slow down"})
+            self.send_json(
+                {"type": "error", "code": "rate_limited", "message": "too many messages; slow down"}
+            )
             return True
         self.push_command(text)
         return True

@@ -16,9 +16,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from . import settings as defaults
-from .commands import CommandRunner
 from .brokers import Broker, DatabaseBroker, MemoryBroker, PostgresBroker, RedisBroker
 from .cluster import ClusterReporter
+from .commands import CommandRunner
 from .connection import SIGNED_OUT, Connection, Identity, Limits
 from .hub import Hub
 from .reactor import Reactor
@@ -152,7 +152,8 @@ class RealtimeState:
             raise RuntimeError("REALTIME_BROKER=postgres needs the durable log in PostgreSQL.")
         if kind not in ("memory", "redis", "database", "postgres"):
             raise RuntimeError(
-                f"Unknown REALTIME_BROKER {kind!r}: use auto, memory, redis, postgres or database.")
+                f"Unknown REALTIME_BROKER {kind!r}: use auto, memory, redis, postgres or database."
+            )
         return kind
 
     def adopt_worker_count(self, workers: int) -> None:
@@ -191,7 +192,9 @@ class RealtimeState:
             self.cluster.start(pid)  # ops (issue 9): report this worker's figures to the others
 
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
-        events = [(m["stream"], m.get("seq"), m["payload"]) for m in messages if m.get("k") == "event"]
+        events = [
+            (m["stream"], m.get("seq"), m["payload"]) for m in messages if m.get("k") == "event"
+        ]
         if events:
             self.hub.dispatch(events)
         for message in messages:
@@ -253,8 +256,9 @@ class RealtimeState:
             "capacity": int(self.config["MAX_SOCKETS"]),
             "accepting": self.accepting,
             "users_online": len(self.hub.users_online()),
-            "broker": self.broker.state() if self.broker else {"kind": self.broker_kind,
-                                                               "state": "idle"},
+            "broker": self.broker.state()
+            if self.broker
+            else {"kind": self.broker_kind, "state": "idle"},
             "published": self.hub.published,
             "delivered_live": self.hub.delivered_live,
             "opened": self.opened,
@@ -397,7 +401,11 @@ class Realtime:
 
     @staticmethod
     def default_streams(identity: Identity) -> list[str]:
-        return [f"user:{identity.user_id}", "broadcast", *(f"role:{r}" for r in sorted(identity.roles))]
+        return [
+            f"user:{identity.user_id}",
+            "broadcast",
+            *(f"role:{r}" for r in sorted(identity.roles)),
+        ]
 
     # ------------------------------------------------------------------ the public API
 
@@ -423,8 +431,9 @@ class Realtime:
         if state.deliver_live:
             state.ensure_started()
             assert state.broker is not None
-            state.broker.publish({"k": "event", "stream": stream, "seq": event.seq,
-                                  "payload": event.payload})
+            state.broker.publish(
+                {"k": "event", "stream": stream, "seq": event.seq, "payload": event.payload}
+            )
         return event
 
     def notify(self, user: Any, type_: str, data: Any = None) -> Event:
@@ -450,16 +459,31 @@ class Realtime:
         state = self.state()
         state.ensure_started()
         assert state.broker is not None
-        state.broker.publish({"k": "event", "stream": stream, "seq": None,
-                              "payload": envelope(stream, None, type_, data)})
+        state.broker.publish(
+            {
+                "k": "event",
+                "stream": stream,
+                "seq": None,
+                "payload": envelope(stream, None, type_, data),
+            }
+        )
 
-    def disconnect_user(self, user: Any, code: int = SIGNED_OUT, reason: str = "signed out") -> None:
+    def disconnect_user(
+        self, user: Any, code: int = SIGNED_OUT, reason: str = "signed out"
+    ) -> None:
         """Close every socket of ``user`` in every worker (logout, deactivation)."""
         state = self.state()
         state.ensure_started()
         assert state.broker is not None
-        state.broker.publish({"k": "control", "op": "disconnect_user", "user": _user_id(user),
-                              "code": code, "reason": reason})
+        state.broker.publish(
+            {
+                "k": "control",
+                "op": "disconnect_user",
+                "user": _user_id(user),
+                "code": code,
+                "reason": reason,
+            }
+        )
 
     def send_control(self, message: dict[str, Any]) -> None:
         """Send a control message to every worker's listeners (not to clients)."""

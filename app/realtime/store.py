@@ -43,7 +43,9 @@ events = Table(
     "realtime_events",
     metadata,
     # BigInteger for PostgreSQL, but SQLite only autoincrements an INTEGER primary key.
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("stream", String(200), nullable=False),
     # NULL for ephemeral events (typing, presence) that only the "database" broker carries.
     Column("seq", BigInteger, nullable=True),
@@ -112,7 +114,11 @@ class EventStore:
         with self.engine.begin() as conn:
             conn.execute(
                 events.insert().values(
-                    stream=stream, seq=None, type="ephemeral", payload=payload, created_at=time.time()
+                    stream=stream,
+                    seq=None,
+                    type="ephemeral",
+                    payload=payload,
+                    created_at=time.time(),
                 )
             )
 
@@ -163,7 +169,10 @@ class EventStore:
 
     def last_id(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(select(events.c.id).order_by(events.c.id.desc()).limit(1)).scalar() or 0)
+            return int(
+                conn.execute(select(events.c.id).order_by(events.c.id.desc()).limit(1)).scalar()
+                or 0
+            )
 
     def prune_ephemeral(self, older_than: float) -> None:
         with self.engine.begin() as conn:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidings.realtime")
 
+
 def _refuse(status: int, message: str, retry_after: int | None = None) -> Response:
     response = jsonify({"error": {"code": status, "message": message}})
     response.status_code = status
@@ -50,8 +51,9 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
     def check() -> Response:
         """Why a handshake would be refused: browsers never show a failed handshake's status."""
         refusal = _refusal(ext, state, reserve=False)
-        return refusal or jsonify({"ok": True, "sockets": state.hub.count(),
-                                   "capacity": int(config["MAX_SOCKETS"])})
+        return refusal or jsonify(
+            {"ok": True, "sockets": state.hub.count(), "capacity": int(config["MAX_SOCKETS"])}
+        )
 
     @bp.before_request
     def admit() -> Response | None:
@@ -102,8 +104,12 @@ def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | N
     with state._admit_lock:
         if state.admitted >= int(config["MAX_SOCKETS"]):
             state.refused_capacity += 1
-            log.warning("socket refused: capacity %s reached user=%s worker=%s",
-                        config["MAX_SOCKETS"], identity.user_id, state.worker)
+            log.warning(
+                "socket refused: capacity %s reached user=%s worker=%s",
+                config["MAX_SOCKETS"],
+                identity.user_id,
+                state.worker,
+            )
             return _refuse(503, "Realtime capacity reached; retry shortly.", retry)
         if reserve:
             state.admitted += 1
@@ -116,11 +122,21 @@ def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | N
 
 
 #: Request keys a command's request context is rebuilt from (cookies for the session, host ...).
-_KEPT = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
-         "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme")
+_KEPT = (
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SERVER_PROTOCOL",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "wsgi.url_scheme",
+)
 
 
-def adopt_socket(server_socket: socket.socket) -> socket.socket:
+def adopt_socket(server_socket: socketlib.socket) -> socketlib.socket:
     """Take the connection away from the WSGI server without holding its thread.
 
     The server closes the socket object it handed us when our view returns. We keep a
@@ -144,22 +160,25 @@ def start_connection(ext: Realtime, state: RealtimeState, ws: Any, identity: Any
     environ = request.environ
     kept = {key: environ[key] for key in _KEPT if key in environ}
     kept.update({key: value for key, value in environ.items() if key.startswith("HTTP_")})
-    conn = Connection(adopt_socket(ws.sock), ws.ws, identity, state.limits, state.reactor,
-                      worker=state.worker)
+    conn = Connection(
+        adopt_socket(ws.sock), ws.ws, identity, state.limits, state.reactor, worker=state.worker
+    )
     conn.environ = kept
     conn.schedule = state.commands.schedule
     conn.on_finished = state.commands.finished
     state.hub.add(conn)
     state.opened += 1
     log.info("socket open conn=%s user=%s worker=%s", conn.id, identity.user_id, state.worker)
-    conn.send_json({
-        "type": "welcome",
-        "conn": conn.id,
-        "user": identity.user_id,
-        "streams": ext.default_streams(identity),
-        "heartbeat": state.limits.heartbeat,
-        "max_message_bytes": state.limits.max_message_bytes,
-    })
+    conn.send_json(
+        {
+            "type": "welcome",
+            "conn": conn.id,
+            "user": identity.user_id,
+            "streams": ext.default_streams(identity),
+            "heartbeat": state.limits.heartbeat,
+            "max_message_bytes": state.limits.max_message_bytes,
+        }
+    )
     for hook in ext._connect_hooks:
         safe_hook(hook, conn)
     state.reactor.add(conn)

@@ -13,8 +13,8 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import (
     WAIT_MS,
-    record_notifications,
     received,
+    record_notifications,
     user_id,
     wait_for_count,
 )

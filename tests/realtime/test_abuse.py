@@ -6,8 +6,6 @@ import json
 import threading
 import time
 
-import requests
-
 from tests.support.sockets import Client, RawClient, health, publisher
 
 
@@ -153,9 +151,10 @@ def test_a_dead_peer_is_dropped_within_two_heartbeats(server, live_login_as):
 
 
 def test_admission_control_refuses_sockets_with_503_and_pages_still_load(tmp_path, live_login_as):
+    import websocket
+
     from tests.support.live import start_live_server
     from tests.support.sockets import cookie_header, ws_url
-    import websocket
 
     server = start_live_server(tmp_path, workers=1, env={"REALTIME_MAX_SOCKETS": "2"})
     try:

@@ -6,8 +6,8 @@ import re
 
 import websocket
 
-from tests.support.forms import csrf_token_from
 from tests.realtime.test_delivery import clients_on_both_workers
+from tests.support.forms import csrf_token_from
 from tests.support.sockets import Client, cookie_header, ws_url
 
 
