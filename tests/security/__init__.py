@@ -1,0 +1,1 @@
+"""Security checks across the whole site: who may do what, and how sessions behave."""
