@@ -30,6 +30,9 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user")
     active: Mapped[bool] = mapped_column(default=True)
+    #: Part of every session and remember-me cookie: bumping it (logout, deactivation) makes
+    #: every copy of every earlier cookie worthless, on every device, at once.
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     def set_password(self, password: str) -> None:
@@ -47,6 +50,13 @@ class User(UserMixin, db.Model):
     def is_active(self) -> bool:
         # flask-login refuses to log in (and to load) inactive users: deactivation locks them out.
         return self.active
+
+    def get_id(self) -> str:
+        return f"{self.id}.{self.session_version}"
+
+    def end_sessions(self) -> None:
+        """Revoke every session of this user (the caller commits)."""
+        self.session_version = (self.session_version or 0) + 1
 
     def __repr__(self) -> str:
         return f"<User {self.username!r} {self.role}>"
@@ -67,10 +77,16 @@ class LoginAttempt(db.Model):
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
+def load_user(session_id: str) -> User | None:
+    """``"<user id>.<session version>"`` from the session or remember-me cookie."""
+    user_id, _, version = session_id.partition(".")
     try:
         user = db.session.get(User, int(user_id))
+        version_number = int(version)
     except ValueError:
         return None
-    # A deactivated account's existing sessions stop working at once, not at their expiry.
-    return user if user is not None and user.active else None
+    # Signed cookies cannot be recalled, so a logout or deactivation bumps the version instead:
+    # every earlier cookie, copied or not, stops working at once rather than at its expiry.
+    if user is None or not user.active or user.session_version != version_number:
+        return None
+    return user

@@ -59,6 +59,6 @@ def session_cookies(database_url: str, user_ids: list[int]) -> dict[int, str]:
     with app.test_request_context(environ_base={"REMOTE_ADDR": "127.0.0.1"},
                                   headers={"User-Agent": USER_AGENT}):
         identifier = _create_identifier()
-    return {uid: f"{name}=" + serializer.dumps({"_user_id": str(uid), "_fresh": True,
+    return {uid: f"{name}=" + serializer.dumps({"_user_id": f"{uid}.0", "_fresh": True,
                                                 "_id": identifier})
             for uid in user_ids}

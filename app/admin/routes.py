@@ -34,6 +34,8 @@ def set_active(user_id: int):
         flash("You cannot deactivate your own account.", "error")
         return redirect(url_for("admin.users"))
     user.active = request.form.get("active") == "1"
+    if not user.active:
+        user.end_sessions()
     db.session.commit()
     if not user.active:
         # Their open sockets were authenticated at the handshake: close them now, in every

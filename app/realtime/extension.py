@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -62,10 +63,11 @@ class RealtimeError(Exception):
 
 
 def _user_id(user: Any) -> str:
-    if hasattr(user, "get_id"):
-        return str(user.get_id())
+    # ``id`` first: Flask-Login's ``get_id()`` may carry more than the id (a session version).
     if hasattr(user, "id"):
         return str(user.id)
+    if hasattr(user, "get_id"):
+        return str(user.get_id())
     return str(user)
 
 
@@ -84,7 +86,7 @@ def default_identity() -> Identity | None:
     if role:
         roles.add(str(role))
     name = getattr(current_user, "username", None) or getattr(current_user, "name", "") or ""
-    return Identity(str(current_user.get_id()), str(name), frozenset(roles))
+    return Identity(_user_id(current_user), str(name), frozenset(roles))
 
 
 class RealtimeState:
@@ -113,6 +115,7 @@ class RealtimeState:
         self.closed = 0
         self.close_codes: dict[str, int] = {}
         self._admit_lock = threading.Lock()
+        self._handshakes: dict[str, deque[float]] = {}
         self._started_pid: int | None = None
         self._start_lock = threading.Lock()
         self.broker_kind = self._choose_broker_kind()
@@ -155,6 +158,22 @@ class RealtimeState:
                 f"Unknown REALTIME_BROKER {kind!r}: use auto, memory, redis, postgres or database."
             )
         return kind
+
+    def handshake_allowed(self, user_id: str) -> bool:
+        """Count this user's handshakes in the last minute (per worker, in memory)."""
+        now = time.monotonic()
+        limit = int(self.config["HANDSHAKES_PER_MINUTE"])
+        with self._admit_lock:
+            recent = self._handshakes.setdefault(user_id, deque())
+            while recent and now - recent[0] > 60:
+                recent.popleft()
+            if len(recent) >= limit:
+                return False
+            recent.append(now)
+            if len(self._handshakes) > 10000:  # forget idle users now and then
+                for key in [k for k, v in self._handshakes.items() if not v]:
+                    del self._handshakes[key]
+            return True
 
     def adopt_worker_count(self, workers: int) -> None:
         """gunicorn tells us how many workers really run (``-w`` may bypass the config)."""

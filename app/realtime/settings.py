@@ -23,6 +23,9 @@ MAX_SOCKETS = 10000
 COMMAND_THREADS = 16
 #: Sockets one user may hold in one worker (tabs). Past it the handshake gets 429.
 MAX_SOCKETS_PER_USER = 20
+#: Handshakes one user may make per minute in one worker; past it 429. A flooder closed with 4029
+#: cannot simply reconnect for a fresh allowance, while a restart's reconnect of many tabs passes.
+HANDSHAKES_PER_MINUTE = 60
 #: Seconds a refused client is told to wait (``Retry-After``) when the worker is full.
 RETRY_AFTER = 5
 #: Seconds between server heartbeats (a WebSocket ping plus an ``hb`` message for browsers).

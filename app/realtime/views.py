@@ -101,6 +101,8 @@ def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | N
         return _refuse(503, "This server is restarting; reconnect shortly.", retry)
     if len(state.hub.user_connections(identity.user_id)) >= int(config["MAX_SOCKETS_PER_USER"]):
         return _refuse(429, "Too many open tabs for this account.", retry)
+    if reserve and not state.handshake_allowed(identity.user_id):
+        return _refuse(429, "Too many connection attempts; wait a minute.", 60)
     with state._admit_lock:
         if state.admitted >= int(config["MAX_SOCKETS"]):
             state.refused_capacity += 1

@@ -43,7 +43,7 @@ def row(method: str, rule: str, url: str, expect: tuple[str, str, str, str], *,
         data: dict | None = None, headers: dict | None = None, fresh: bool = False,
         name: str | None = None) -> dict[str, Any]:
     """One HTTP row; ``expect`` is (anon, alice, bob, admin). ``fresh`` runs it on a session of
-    its own (logging out must not log the shared session out)."""
+    its own (logging out ends every session of the account; the shared one is renewed)."""
     return {"name": name or f"{method} {url}", "method": method, "rule": rule, "url": url,
             "data": data, "headers": headers or {}, "fresh": fresh,
             "expect": dict(zip(ACTORS, expect, strict=True))}
@@ -318,6 +318,10 @@ def run_http(world: dict[str, Any], spec: dict[str, Any], actor: str) -> str:
         token = _token(http, base, "/auth/login" if actor == "anon" else "/")
         response = http.post(url, data={"csrf_token": token, **(spec["data"] or {})},
                              headers=spec["headers"], timeout=10, allow_redirects=False)
+    if spec["fresh"] and actor != "anon":
+        # Logout ends every session of the account (docs/security.md): log the shared one in
+        # again for the rows that follow.
+        world["sessions"][actor] = live_login(server, actor, PASSWORDS[actor])
     return http_outcome(response)
 
 

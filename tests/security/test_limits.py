@@ -38,3 +38,21 @@ def test_one_socket_too_many_gets_429_with_retry_after_and_others_are_unaffected
     # A closed tab gives its slot back.
     again = Client(server, alice)
     again.close()
+
+
+def test_reconnecting_over_and_over_is_refused_after_the_handshake_rate(tmp_path):
+    """A flooder closed with 4029 cannot just reconnect for a fresh allowance."""
+    server = start_live_server(tmp_path, workers=1, env={"REALTIME_HANDSHAKES_PER_MINUTE": "5"})
+    try:
+        alice = live_login(server, "alice", "alice-demo-pass")
+        for _ in range(5):
+            Client(server, alice).close()
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(ws_url(server), cookie=cookie_header(alice),
+                                        origin=server.url, timeout=5)
+        assert refused.value.status_code == 429
+        assert refused.value.resp_headers["retry-after"] == "60"
+        # Another user is unaffected.
+        Client(server, live_login(server, "bob", "bob-demo-pass")).close()
+    finally:
+        server.stop()

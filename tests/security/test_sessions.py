@@ -84,11 +84,6 @@ def test_login_issues_a_new_session_cookie_and_the_old_one_stays_anonymous(app, 
     assert attacker.get("/ws/check").status_code == 401
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Known limit (docs/security.md): sessions are signed cookies with no server-side record, so "
-    "logout cannot revoke a copy taken earlier; Flask accepts its signature for "
-    "PERMANENT_SESSION_LIFETIME (31 days) after it was issued. "
-    "Deactivating the account does revoke it (the user loader refuses inactive users)."))
 def test_a_session_cookie_copied_before_logout_is_refused_after_logout(app, client, auth):
     response = auth.login()
     stolen = cookie_value(set_cookies(response)["session"])

@@ -136,6 +136,8 @@ def start_live_server(
         "DATABASE_URL": f"sqlite:///{directory / 'live.db'}",
         "TIDINGS_WORKERS": str(workers),
         "PYTHONUNBUFFERED": "1",
+        # Tests open many sockets per account in a minute; the limit has its own test.
+        "REALTIME_HANDSHAKES_PER_MINUTE": "100000",
     }
     base_env.pop("TIDINGS_CONTROL_SOCKET", None)
     if threads is not None:
