@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.sockets import Client, publisher
+from tests.support.sockets import Client, health, publisher
 
 
 def own_stream(client: Client) -> str:
@@ -133,3 +133,27 @@ def test_an_in_process_broker_with_several_workers_refuses_to_start(tmp_path):
     with pytest.raises(RuntimeError) as failure:
         start_live_server(tmp_path, workers=2, env={"REALTIME_BROKER": "memory"})
     assert "REALTIME_BROKER=memory cannot serve 2 workers" in str(failure.value)
+
+
+def test_one_worker_without_redis_fans_out_in_process(server, live_login_as):
+    """The embedded default: a message published inside the worker (a chat send) reaches the
+    other member's socket through the in-process broker, at once, not via the log sweep."""
+    import re
+
+    alice_http = live_login_as(server, "alice", "alice-demo-pass")
+    page = alice_http.get(server.url + "/chat/", timeout=10)
+    room = int(re.search(r"/chat/(\d+)", page.url + page.text).group(1))
+    alice, bob = Client(server, alice_http), Client(server, live_login_as(server, "bob", "bob-demo-pass"))
+    try:
+        assert alice.subscribe(f"room:{room}")["type"] == "subscribed"
+        assert bob.subscribe(f"room:{room}")["type"] == "subscribed"
+        assert health(server)["realtime"]["broker"]["kind"] == "memory"
+        alice.send({"type": "chat.send", "ref": "s1",
+                    "data": {"room": room, "body": "in process", "client_id": "c1"}})
+        [event] = bob.events(1, f"room:{room}")
+        assert event["type"] == "chat.message" and event["data"]["body"] == "in process"
+        # Delivered by the broker, not caught up from the log by the sweep.
+        assert health(server)["realtime"]["delivered_live"] >= 1
+    finally:
+        alice.close()
+        bob.close()
