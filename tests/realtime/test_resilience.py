@@ -80,6 +80,17 @@ def test_redis_restarted_mid_stream_loses_nothing(tmp_path, private_redis, live_
         server.stop()
 
 
+def reconnect(server, http, deadline_s: float = 30) -> Client:
+    """Reconnect the way the browser client does: retry until a live worker accepts."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return Client(server, http)
+        except (OSError, websocket.WebSocketException):
+            assert time.monotonic() < deadline, "no worker accepted the reconnect"
+            time.sleep(0.2)
+
+
 def test_a_killed_worker_loses_nothing_for_a_reconnecting_client(tmp_path, live_login_as):
     server = start_live_server(tmp_path, workers=1, env={"REALTIME_SWEEP_INTERVAL": "1"})
     try:
@@ -95,30 +106,12 @@ def test_a_killed_worker_loses_nothing_for_a_reconnecting_client(tmp_path, live_
         with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError, OSError)):
             client.recv(timeout=10)
         missed = [jobs.broadcast("announcement", {"n": i})[0].seq for i in range(1, 11)]
-        deadline = time.monotonic() + 30
-        while True:  # gunicorn starts a new worker; reconnect as the browser client would
-            try:
-                again = Client(server, http)
-                break
-            except (OSError, websocket.WebSocketException):
-                assert time.monotonic() < deadline, "no worker came back"
-                time.sleep(0.2)
+        again = reconnect(server, http)  # gunicorn starts a new worker meanwhile
         again.subscribe("broadcast", after=cursor)
         assert [m["id"] for m in again.events(10, "broadcast")] == missed
         again.close()
     finally:
         server.stop()
-
-
-def reconnect(server, http, deadline_s: float = 30) -> Client:
-    """Reconnect the way the browser client does: retry until a live worker accepts."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            return Client(server, http)
-        except (OSError, websocket.WebSocketException):
-            assert time.monotonic() < deadline, "no worker accepted the reconnect"
-            time.sleep(0.2)
 
 
 def test_a_gunicorn_reload_closes_with_1001_and_clients_resume(tmp_path, live_login_as):
