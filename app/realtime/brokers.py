@@ -13,7 +13,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from .store import EventStore
@@ -71,71 +72,95 @@ class MemoryBroker(Broker):
         return {"kind": self.name, "state": "connected", "backlog": self._queue.qsize()}
 
 
-class RedisBroker(Broker):
-    """Several workers or hosts: Redis pub/sub, with the listener kept alive through outages."""
+class ListeningBroker(Broker):
+    """A broker whose messages arrive on a connection of its own (Redis pub/sub, PostgreSQL
+    LISTEN): one listener thread, kept alive through outages with a capped backoff, and a
+    resync after every reconnect, because what was published meanwhile is gone from the
+    channel (not from the log)."""
 
-    name = "redis"
+    thread_name = "tidings-listen"
 
-    def __init__(self, url: str, channel: str):
-        import redis
-
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._url = url
-        self._channel = channel
+    def __init__(self) -> None:
         self._state = "connecting"
-        self._lag_ms = 0.0
         self.reconnects = 0
         self.publish_errors = 0
 
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
         threading.Thread(
-            target=self._listen, args=(deliver, resync), name="tidings-redis", daemon=True
+            target=self._listen, args=(deliver, resync), name=self.thread_name, daemon=True
         ).start()
+
+    def _session(self) -> AbstractContextManager[Iterator[list[dict[str, Any]]]]:
+        """Connect and subscribe; the value is an endless iterator of message batches."""
+        raise NotImplementedError
 
     def _listen(self, deliver: Deliver, resync: Callable[[], None]) -> None:
         backoff = 0.2
         first = True
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self._channel)
-                self._state = "connected"
-                backoff = 0.2
-                if not first:
-                    # Messages published while we were away are gone from pub/sub, not from
-                    # the log: let every connection catch up from there.
-                    self.reconnects += 1
-                    resync()
-                first = False
-                while True:
-                    item = pubsub.get_message(timeout=1.0)
-                    if item is None:
-                        continue
-                    batch = [json.loads(item["data"])]
-                    while len(batch) < BATCH:  # whatever else has already arrived
-                        item = pubsub.get_message(timeout=0.0)
-                        if item is None:
-                            break
-                        batch.append(json.loads(item["data"]))
-                    sent = batch[-1].get("sent")
-                    if sent:
-                        self._lag_ms = max(0.0, (time.time() - sent) * 1000)
-                    try:
-                        deliver(batch)
-                    except Exception:
-                        log.exception("realtime dispatch failed")
-            except Exception as exc:  # ConnectionError, TimeoutError, a restart of Redis ...
+                with self._session() as batches:
+                    self._state = "connected"
+                    backoff = 0.2
+                    if not first:
+                        self.reconnects += 1
+                        resync()
+                    first = False
+                    for batch in batches:
+                        try:
+                            deliver(batch)
+                        except Exception:
+                            log.exception("realtime dispatch failed")
+            except Exception as exc:  # connection refused or reset, a restart of the server ...
                 self._state = "reconnecting"
                 log.warning(
-                    "redis broker lost its connection (%s); retrying in %.1fs", exc, backoff
+                    "%s broker lost its connection (%s); retrying in %.1fs", self.name, exc, backoff
                 )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            finally:
-                try:
-                    pubsub.close()
-                except Exception:
-                    pass
+
+
+class RedisBroker(ListeningBroker):
+    """Several workers or hosts: Redis pub/sub."""
+
+    name = "redis"
+    thread_name = "tidings-redis"
+
+    def __init__(self, url: str, channel: str):
+        import redis
+
+        super().__init__()
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._channel = channel
+        self._lag_ms = 0.0
+
+    @contextmanager
+    def _session(self) -> Iterator[Iterator[list[dict[str, Any]]]]:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self._channel)
+            yield self._batches(pubsub)
+        finally:
+            try:
+                pubsub.close()
+            except Exception:
+                pass
+
+    def _batches(self, pubsub: Any) -> Iterator[list[dict[str, Any]]]:
+        while True:
+            item = pubsub.get_message(timeout=1.0)
+            if item is None:
+                continue
+            batch = [json.loads(item["data"])]
+            while len(batch) < BATCH:  # whatever else has already arrived
+                item = pubsub.get_message(timeout=0.0)
+                if item is None:
+                    break
+                batch.append(json.loads(item["data"]))
+            sent = batch[-1].get("sent")
+            if sent:
+                self._lag_ms = max(0.0, (time.time() - sent) * 1000)
+            yield batch
 
     def publish(self, message: dict[str, Any]) -> None:
         message["sent"] = time.time()
@@ -219,7 +244,7 @@ class DatabaseBroker(Broker):
         return {"kind": self.name, "state": self._state}
 
 
-class PostgresBroker(Broker):
+class PostgresBroker(ListeningBroker):
     """Several workers on a site that already runs PostgreSQL: LISTEN/NOTIFY, no extra service.
 
     A notification carries the message when it fits PostgreSQL's 8000-byte payload limit; a
@@ -227,59 +252,35 @@ class PostgresBroker(Broker):
     """
 
     name = "postgres"
+    thread_name = "tidings-pglisten"
     MAX_PAYLOAD = 7900
 
     def __init__(self, store: EventStore, channel: str):
+        super().__init__()
         self._store = store
         self._channel = channel
-        self._state = "connecting"
-        self.reconnects = 0
-        self.publish_errors = 0
 
     def _dsn(self) -> str:
         url = self._store.engine.url.set(drivername="postgresql")
         return url.render_as_string(hide_password=False)
 
-    def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
-        threading.Thread(
-            target=self._listen, args=(deliver, resync), name="tidings-pglisten", daemon=True
-        ).start()
-
-    def _listen(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+    @contextmanager
+    def _session(self) -> Iterator[Iterator[list[dict[str, Any]]]]:
         import psycopg
 
-        backoff = 0.2
-        first = True
+        with psycopg.connect(self._dsn(), autocommit=True) as conn:
+            conn.execute(f'LISTEN "{self._channel}"')
+            yield self._batches(conn)
+
+    def _batches(self, conn: Any) -> Iterator[list[dict[str, Any]]]:
         while True:
-            try:
-                with psycopg.connect(self._dsn(), autocommit=True) as conn:
-                    conn.execute(f'LISTEN "{self._channel}"')
-                    self._state = "connected"
-                    backoff = 0.2
-                    if not first:
-                        self.reconnects += 1
-                        resync()
-                    first = False
-                    while True:
-                        for note in conn.notifies(timeout=1.0):
-                            message = json.loads(note.payload)
-                            if message.get("k") == "event" and "payload" not in message:
-                                message["payload"] = self._store.payload(
-                                    message["stream"], message["seq"]
-                                )
-                                if message["payload"] is None:
-                                    continue
-                            try:
-                                deliver([message])
-                            except Exception:
-                                log.exception("realtime dispatch failed")
-            except Exception as exc:
-                self._state = "reconnecting"
-                log.warning(
-                    "postgres broker lost its connection (%s); retrying in %.1fs", exc, backoff
-                )
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            for note in conn.notifies(timeout=1.0):
+                message = json.loads(note.payload)
+                if message.get("k") == "event" and "payload" not in message:
+                    message["payload"] = self._store.payload(message["stream"], message["seq"])
+                    if message["payload"] is None:
+                        continue
+                yield [message]
 
     def publish(self, message: dict[str, Any]) -> None:
         from sqlalchemy import text
