@@ -189,20 +189,26 @@ def subscribe(
     conn.send_json(
         {"type": "subscribed", "stream": stream, "head": head, "after": start, "ref": ref}
     )
-    catch_up(state, conn, stream)
+    catch_up(state, conn, stream, head=head)
 
 
-def catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
+def catch_up(state: RealtimeState, conn: Connection, stream: str, head: int = -1) -> None:
     """Write every stored event after the connection's cursor, then go live again.
 
     Stops early when the client's outbox is half full; the reactor queues the catch-up again
-    once the client has read its backlog.
+    once the client has read its backlog. ``head``, when just read, spares the query for a
+    client that is already up to date (most subscribes).
     """
     page = int(state.config["REPLAY_PAGE"])
     while not conn.finished.is_set():
         stream_state = conn.streams.get(stream)
         if stream_state is None or conn.replay_blocked(stream):
             return
+        if stream_state.cursor >= head >= 0:
+            head = -1
+            if conn.finish_catch_up(stream):
+                return
+            continue  # events arrived while subscribing: read them
         rows = state.store.read_since(stream, stream_state.cursor, page)
         for seq, payload in rows:
             if conn.write_stored(stream, seq, frames.text(payload)) != "ok":
