@@ -189,18 +189,32 @@ def room_title(room: Room, viewer_id: int) -> str:
     return f"@{other}" if other else room.name
 
 
+#: Most rooms whose unread badge a page keeps live (each is one followed stream on the socket).
+MAX_LIVE_BADGES = 50
+
+
 def rooms_for(user_id: int) -> list[dict[str, Any]]:
-    """Rooms a user sees in the list: their rooms (with unread counts) and public rooms."""
+    """Rooms a user sees in the list: their rooms (with unread counts) and public rooms.
+
+    Each of the user's own rooms (up to ``MAX_LIVE_BADGES``) also carries ``head``, its stream's
+    last event id, so the page can follow it for a live badge without replaying old messages as
+    new; ``None`` for the others. All heads come from one query, and they are read *before* the
+    unread counts: a message landing in between is then counted and replayed (one too many)
+    rather than missed by both.
+    """
     rows = db.session.execute(
         select(Room, RoomMember)
         .outerjoin(RoomMember, and_(RoomMember.room_id == Room.id, RoomMember.user_id == user_id))
         .where(or_(Room.kind == "public", RoomMember.id.is_not(None)))
         .order_by(Room.kind != "public", Room.name, Room.id)
     ).all()
+    live = [room.stream for room, member in rows if member is not None][:MAX_LIVE_BADGES]
+    heads = current_app.extensions["realtime"].store.heads(live) if live else {}
     unread = unread_counts(user_id)
     return [
         {"room": room, "title": room_title(room, user_id), "member": member is not None,
-         "unread": unread.get(room.id, 0)}
+         "unread": unread.get(room.id, 0),
+         "head": heads.get(room.stream, 0) if room.stream in live else None}
         for room, member in rows
     ]
 

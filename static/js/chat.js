@@ -366,7 +366,11 @@
     fetch(link.dataset.messagesUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
       .then(function (page) {
-        if (self.room) self.room.close();
+        if (self.room) {
+          self.room.close();
+          // close() unfollowed the room; keep following it for its badge (from our cursor).
+          if (self.badges) self.badges.refollow(self.room.roomId);
+        }
         var box = self.roomBox;
         box.textContent = "";
         var section = el("section", "chat-room chat-room--panel");
@@ -420,12 +424,61 @@
     if (el) { el.textContent = String(total); el.hidden = total === 0; }
   };
 
+  /* ------------------------------------------------------------------ live unread badges */
+
+  /*
+   * Follows every listed room of the user's (the server renders data-unread-head on those, at most
+   * 50) from its head at render time, so only messages newer than the rendered counts raise a
+   * badge. The open room (page or panel) is skipped: it marks its messages read as they arrive.
+   */
+  function Badges(root, rt, isOpen, onChange) {
+    this.rt = rt;
+    this.streams = {};      // room id -> stream, for the rooms we keep a badge for
+    this.badges = {};       // room id -> badge element
+    this.myId = parseInt(document.body.dataset.userId, 10);
+    var self = this;
+    Array.prototype.forEach.call(root.querySelectorAll("[data-unread-head]"), function (item) {
+      var badge = item.querySelector("[data-room-unread]");
+      var head = parseInt(item.dataset.unreadHead, 10);
+      if (!badge || isNaN(head)) return;
+      var roomId = parseInt(badge.dataset.roomUnread, 10);
+      self.badges[roomId] = badge;
+      self.streams[roomId] = "room:" + roomId;
+      // The page's own room already follows from its (earlier) history head: leave its cursor be.
+      if (!isOpen(roomId)) rt.follow(self.streams[roomId], head);
+    });
+    rt.on("chat.message", function (m) {
+      var match = /^room:(\d+)$/.exec(m.stream || "");
+      var roomId = match && parseInt(match[1], 10);
+      var badge = roomId && self.badges[roomId];
+      var data = m.data || {};
+      if (!badge || isOpen(roomId)) return;
+      if (data.user && data.user.id === self.myId) return;   // our own, from another tab
+      badge.textContent = String((parseInt(badge.textContent, 10) || 0) + 1);
+      badge.hidden = false;
+      if (onChange) onChange();
+    });
+  }
+
+  Badges.prototype.refollow = function (roomId) {
+    if (this.streams[roomId]) this.rt.follow(this.streams[roomId], null);
+  };
+
   function start() {
     window.withRealtime(function (rt) {
       var page = document.querySelector("[data-chat-room]");
       if (page) window.TidingsChat = new ChatRoom(page, rt, {});
       var panel = document.querySelector("[data-chat-panel]");
       if (panel) window.TidingsChatPanel = new Panel(panel, rt);
+      var list = document.querySelector(".chat-sidebar") || panel;
+      if (!list) return;
+      var panelObj = panel ? window.TidingsChatPanel : null;
+      var open = function (roomId) {
+        var room = page ? window.TidingsChat : (panelObj && panelObj.room);
+        return !!(room && room.active && room.roomId === roomId);
+      };
+      var badges = new Badges(list, rt, open, panelObj ? function () { panelObj.showTotal(); } : null);
+      if (panelObj) panelObj.badges = badges;
     });
   }
 

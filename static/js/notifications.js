@@ -256,11 +256,43 @@
     return box;
   }
 
+  // The dashboard's "Announcements" card: same rules as the banners (not dismissed, not expired).
+  var card = document.getElementById("dashboard-announcements");
+
+  function syncCardEmpty() {
+    var empty = card && card.parentNode.querySelector(".announcements-empty");
+    if (empty) empty.hidden = card.children.length > 0;
+  }
+
+  function addToCard(a) {
+    if (!card || card.querySelector('[data-announcement-id="' + Number(a.id) + '"]')) return;
+    var level = ["info", "warning", "critical"].indexOf(a.level) >= 0 ? a.level : "info";
+    var li = document.createElement("li");
+    li.dataset.announcementId = String(a.id);
+    var badge = document.createElement("span");
+    badge.className = "level level--" + level;
+    badge.textContent = level;
+    li.appendChild(badge);
+    li.appendChild(document.createTextNode(" "));
+    var title = document.createElement("strong");
+    title.textContent = a.title || "";
+    li.appendChild(title);
+    if (a.body) li.appendChild(document.createTextNode(" — " + a.body));
+    card.insertBefore(li, card.firstChild);
+    syncCardEmpty();
+  }
+
+  function removeFromCard(id) {
+    var li = card && card.querySelector('[data-announcement-id="' + Number(id) + '"]');
+    if (li) { li.remove(); syncCardEmpty(); }
+  }
+
   function onAnnouncement(message, rt) {
     var a = message.data || {};
     if (a.id == null || !banners) return;
     // Acknowledge receipt: the admin's "reached live" figure counts these, once per user.
     rt.send("announcement.seen", { id: a.id }).catch(function () {});
+    if (!dismissed[a.id] && !expired(a.expires_at)) addToCard(a);
     if (shownBanners[a.id] || dismissed[a.id] || expired(a.expires_at)) return;
     shownBanners[a.id] = true;
     var el = buildBanner(a);
@@ -274,6 +306,7 @@
     if (id == null) return;
     dismissed[id] = true;
     removeBanner(id);
+    removeFromCard(id);
   }
 
   // ---------------------------------------------------------------- clicks and forms

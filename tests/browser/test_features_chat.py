@@ -4,6 +4,7 @@ messages live, who is online and who is typing, and hostile text stays text."""
 from __future__ import annotations
 
 import re
+import uuid
 
 from playwright.sync_api import Page, expect
 
@@ -87,4 +88,47 @@ def test_alice_and_bob_chat_live_in_general_and_hostile_text_stays_text(browsing
     # The comma after the URL is punctuation, not part of the link.
     expect(message(bob, "Notes are at").locator(".chat-msg__body")).to_have_text(
         "Notes are at https://example.org/x, have a look")
+    assert browsing.errors.dialogs() == []
+
+
+def test_a_room_alice_has_listed_but_not_open_counts_bobs_messages_live(browsing):
+    # Alice makes a private room with bob, then goes to her dashboard: the room sits in the
+    # chat panel's list, unread 0, and nothing is open.
+    alice = browsing.login("alice")
+    alice.goto("/chat/")
+    name = f"unread-{uuid.uuid4().hex[:8]}"
+    create = alice.locator(".chat-create").first
+    create.locator("input[name=name]").fill(name)
+    create.locator("select[name=kind]").select_option("private")
+    create.locator("input[name=invite]").fill("bob")
+    create.get_by_role("button", name="Create").click()
+    alice.wait_for_url("**/chat/*")
+    room_id = alice.locator("[data-chat-room]").get_attribute("data-room-id")
+    alice.goto("/")
+    wait_live(alice)
+    badge = alice.locator(f'.chat-panel [data-room-unread="{room_id}"]')
+    total = alice.locator(".chat-panel__total")
+    expect(badge).to_be_hidden()
+    before = int(total.text_content() or 0)
+
+    # Bob posts there twice: alice's badge and the Chat button's total go up without a reload.
+    bob = browsing.login("bob")
+    bob.goto(f"/chat/{room_id}")
+    wait_live(bob)
+    send(bob, "alice, a question when you have a minute")
+    expect(badge).to_have_text("1")
+    expect(total).to_be_visible()
+    expect(total).to_have_text(str(before + 1))
+    send(bob, "no rush")
+    expect(badge).to_have_text("2")
+    expect(total).to_have_text(str(before + 2))
+
+    # Opening the room in the panel clears its badge; messages in the open room do not count.
+    alice.locator(".chat-panel__toggle").click()
+    alice.locator(".chat-panel").get_by_role("link", name=f"#{name}").click()
+    expect(message(alice, "no rush")).to_have_count(1)
+    expect(badge).to_be_hidden()
+    send(bob, "thanks!")
+    expect(message(alice, "thanks!")).to_have_count(1)
+    expect(badge).to_be_hidden()
     assert browsing.errors.dialogs() == []

@@ -251,3 +251,18 @@ def test_presence_without_redis_expires_entries_in_the_database(app, rooms):
         assert store.online(room) == {alice}
         store.remove([(room, alice, "w1-1")])
         assert store.online(room) == set()
+
+
+def test_listed_rooms_carry_their_stream_head_for_live_badges(app, client, auth, rooms):
+    with app.app_context():
+        # Two messages in alice's "lobby" move its stream head to 2; boss's public "town" is
+        # listed for alice too, but she is not a member, so it has no badge to keep live.
+        service.post_message(user("boss").id, rooms["lobby"], "hi all")
+        service.post_message(user("boss").id, rooms["lobby"], "anyone?")
+        town = service.create_room(user("boss"), "town", "public").id
+    auth.login()
+    html = client.get("/").get_data(as_text=True)
+    lobby_item = html.split(f'data-room-link="{rooms["lobby"]}"', 1)[0].rsplit("<li", 1)[1]
+    town_item = html.split(f'data-room-link="{town}"', 1)[0].rsplit("<li", 1)[1]
+    assert 'data-unread-head="2"' in lobby_item
+    assert "data-unread-head" not in town_item
