@@ -169,21 +169,27 @@ def start_connection(ext: Realtime, state: RealtimeState, ws: Any, identity: Any
     conn.schedule = state.commands.schedule
     conn.on_finished = state.commands.finished
     state.hub.add(conn)
+    try:
+        conn.send_json(
+            {
+                "type": "welcome",
+                "conn": conn.id,
+                "user": identity.user_id,
+                "streams": ext.default_streams(identity),
+                "heartbeat": state.limits.heartbeat,
+                "max_message_bytes": state.limits.max_message_bytes,
+            }
+        )
+        for hook in ext._connect_hooks:
+            safe_hook(hook, conn)
+        state.reactor.add(conn)
+    except BaseException:
+        # Not handed to the reactor: nobody else would ever forget this connection.
+        state.hub.remove(conn)
+        conn.sock.close()
+        raise
     state.opened += 1
     log.info("socket open conn=%s user=%s worker=%s", conn.id, identity.user_id, state.worker)
-    conn.send_json(
-        {
-            "type": "welcome",
-            "conn": conn.id,
-            "user": identity.user_id,
-            "streams": ext.default_streams(identity),
-            "heartbeat": state.limits.heartbeat,
-            "max_message_bytes": state.limits.max_message_bytes,
-        }
-    )
-    for hook in ext._connect_hooks:
-        safe_hook(hook, conn)
-    state.reactor.add(conn)
 
 
 def safe_hook(hook: Any, conn: Connection) -> None:
