@@ -6,6 +6,7 @@ deliberately no command to publish an announcement: that is an admin page and a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from app.extensions import db, realtime
@@ -43,28 +44,23 @@ def mark_read(conn: Connection, data: Any) -> dict[str, Any]:
     return {"ids": changed_ids, "unread": service.unread_count(user)}
 
 
-def _announcement_id(data: Any) -> int:
+def _on_announcement(conn: Connection, data: Any, action: Callable[[Any, int], Any]) -> int:
+    """Validate ``{"id": n}`` and run ``action(user, n)``; unknown or invisible ids: not_found."""
     value = data.get("id") if isinstance(data, dict) else None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise RealtimeError("bad_message", '"id" is an announcement id.')
+    try:
+        action(_user(conn), value)
+    except service.NotFound:
+        raise RealtimeError("not_found", "No such announcement.") from None
     return value
 
 
 @realtime.on("announcement.dismiss")
 def dismiss(conn: Connection, data: Any) -> dict[str, Any]:
-    announcement_id = _announcement_id(data)
-    try:
-        announcements.dismiss(_user(conn), announcement_id)
-    except service.NotFound:
-        raise RealtimeError("not_found", "No such announcement.") from None
-    return {"id": announcement_id, "dismissed": True}
+    return {"id": _on_announcement(conn, data, announcements.dismiss), "dismissed": True}
 
 
 @realtime.on("announcement.seen")
 def seen(conn: Connection, data: Any) -> dict[str, Any]:
-    announcement_id = _announcement_id(data)
-    try:
-        announcements.record_seen(_user(conn), announcement_id)
-    except service.NotFound:
-        raise RealtimeError("not_found", "No such announcement.") from None
-    return {"id": announcement_id, "seen": True}
+    return {"id": _on_announcement(conn, data, announcements.record_seen), "seen": True}

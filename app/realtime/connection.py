@@ -440,12 +440,3 @@ class Connection:
             self.writable = False
             self._paused.clear()
         self.on_finished(self)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "user": self.identity.user_id,
-            "streams": sorted(self.streams),
-            "queued_bytes": self._out_bytes,
-            "delivered": self.delivered,
-        }

@@ -504,13 +504,6 @@ class Realtime:
             }
         )
 
-    def send_control(self, message: dict[str, Any]) -> None:
-        """Send a control message to every worker's listeners (not to clients)."""
-        state = self.state()
-        state.ensure_started()
-        assert state.broker is not None
-        state.broker.publish({"k": "control", **message})
-
     def stats(self) -> dict[str, Any]:
         return self.state().stats()
 

@@ -75,10 +75,6 @@ class Reactor:
         while self._conns and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    @property
-    def connections(self) -> int:
-        return len(self._conns)
-
     # -------------------------------------------------------------- the loop
 
     def _run(self) -> None:

@@ -62,10 +62,6 @@ def notify(site, username: str, title: str) -> int:
         return service.create_notification(user_id(site, username), "system", title).id
 
 
-def own_stream(client: Client) -> str:
-    return next(s for s in client.welcome["streams"] if s.startswith("user:"))
-
-
 def command(client: Client, type_: str, data: dict, ref: str) -> tuple[dict, list[dict]]:
     """Send a command; return its reply (or error) and the other messages read meanwhile."""
     client.send({"type": type_, "ref": ref, "data": data})
@@ -94,7 +90,7 @@ def test_an_announcement_to_users_reaches_alice_and_bob_but_not_the_admin(server
     try:
         for client in (alice, bob):
             client.subscribe("role:user")
-        alice_other_tab.subscribe(own_stream(alice_other_tab))
+        alice_other_tab.subscribe(alice_other_tab.own_stream)
         for stream in admin.welcome["streams"]:
             admin.subscribe(stream)
         assert "role:user" not in admin.welcome["streams"]
@@ -137,7 +133,7 @@ def test_an_announcement_to_users_reaches_alice_and_bob_but_not_the_admin(server
         # Alice dismisses in one tab; her other tab hears it, and the banner stays gone.
         reply, _ = command(alice, "announcement.dismiss", {"id": announcement_id}, "dismiss")
         assert reply["type"] == "reply", reply
-        gone = alice_other_tab.events(1, own_stream(alice_other_tab))[0]
+        gone = alice_other_tab.events(1, alice_other_tab.own_stream)[0]
         assert gone["type"] == "announcement.dismissed"
         assert gone["data"] == {"id": announcement_id}
         page = alice_http.get(server.url + "/", timeout=10).text
@@ -152,7 +148,7 @@ def test_an_announcement_to_users_reaches_alice_and_bob_but_not_the_admin(server
 def test_a_notification_sent_while_offline_arrives_exactly_once_on_reconnect(server, site):
     http = live_login(server, "bob", "bob-demo-pass")
     tab = Client(server, http)
-    stream = own_stream(tab)
+    stream = tab.own_stream
     tab.subscribe(stream)
     notify(site, "bob", "While you watch")
     [seen] = tab.events(1, stream)
@@ -181,7 +177,7 @@ def test_reading_in_one_tab_updates_the_other_and_foreign_ids_are_refused(server
     http = live_login(server, "alice", "alice-demo-pass")
     tabs = [Client(server, http), Client(server, http)]
     try:
-        stream = own_stream(tabs[0])
+        stream = tabs[0].own_stream
         for tab in tabs:
             tab.subscribe(stream)
         mine = notify(site, "alice", "Read me in one tab")

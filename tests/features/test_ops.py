@@ -11,7 +11,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.realtime.test_delivery import clients_on_both_workers, own_stream
+from tests.realtime.test_delivery import clients_on_both_workers
 from tests.support.live import live_login, start_live_server
 from tests.support.sockets import Client, publisher
 
@@ -130,7 +130,7 @@ def test_metrics_count_the_messages_that_flow(cluster):
 
     client = Client(cluster, live_login(cluster, "alice", "alice-demo-pass"))
     try:
-        stream = own_stream(client)
+        stream = client.own_stream
         client.subscribe(stream)
         jobs = publisher(cluster)
         for n in range(5):

@@ -5,14 +5,10 @@ from __future__ import annotations
 from tests.support.sockets import Client, health, publisher
 
 
-def own_stream(client: Client) -> str:
-    return next(s for s in client.welcome["streams"] if s.startswith("user:"))
-
-
 def test_a_background_job_notifies_a_connected_user(server, live_login_as):
     client = Client(server, live_login_as(server, "alice", "alice-demo-pass"))
     try:
-        stream = own_stream(client)
+        stream = client.own_stream
         client.subscribe(stream)
         event = publisher(server).publish(stream, "notification", {"title": "Build finished"})
         [received] = client.events(1, stream)
@@ -26,7 +22,7 @@ def test_reconnecting_with_a_cursor_replays_exactly_what_was_missed(server, live
     http = live_login_as(server, "bob", "bob-demo-pass")
     jobs = publisher(server)
     client = Client(server, http)
-    stream = own_stream(client)
+    stream = client.own_stream
     client.subscribe(stream)
     first = jobs.publish(stream, "notification", {"n": "before"})
     [seen] = client.events(1, stream)
@@ -54,7 +50,7 @@ def test_two_tabs_of_one_user_both_receive(server, live_login_as):
     http = live_login_as(server, "alice", "alice-demo-pass")
     tabs = [Client(server, http), Client(server, http)]
     try:
-        stream = own_stream(tabs[0])
+        stream = tabs[0].own_stream
         for tab in tabs:
             tab.subscribe(stream)
         event = publisher(server).publish(stream, "notification", {"title": "both"})
@@ -87,7 +83,7 @@ def test_with_redis_a_notify_reaches_the_users_sockets_in_every_worker(redis_ser
     http = live_login_as(redis_server, "alice", "alice-demo-pass")
     clients = clients_on_both_workers(redis_server, http)
     try:
-        stream = own_stream(clients[0])
+        stream = clients[0].own_stream
         for client in clients:
             client.subscribe(stream)
             client.subscribe("broadcast")

@@ -73,7 +73,7 @@ def foreign_events(server, own_stream: str) -> int:
 def test_any_message_gets_one_defined_answer_and_changes_nothing(fuzz_server, live_login_as):
     # bob is a plain user; whatever he sends must not publish to anyone else's streams.
     client = Client(fuzz_server, live_login_as(fuzz_server, "bob", "bob-demo-pass"))
-    own = next(s for s in client.welcome["streams"] if s.startswith("user:"))
+    own = client.own_stream
     before = foreign_events(fuzz_server, own)
     refs = itertools.count(1)
 

@@ -39,7 +39,7 @@ def test_two_workers_on_postgresql_fan_out_through_listen_notify(tmp_path, postg
         http = live_login_as(server, "alice", "alice-demo-pass")
         clients = clients_on_both_workers(server, http)
         assert health(server)["realtime"]["broker"]["kind"] == "postgres"
-        own = next(s for s in clients[0].welcome["streams"] if s.startswith("user:"))
+        own = clients[0].own_stream
         for client in clients:
             client.subscribe("broadcast")
             client.subscribe(own)

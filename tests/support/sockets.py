@@ -36,6 +36,8 @@ class Client:
         )
         self.welcome = self.expect("welcome")
         self.worker = self.welcome["conn"].rsplit("-", 1)[0]
+        #: This user's private stream, ``user:<id>``.
+        self.own_stream = f"user:{self.welcome['user']}"
 
     def send(self, message: dict[str, Any]) -> None:
         self.ws.send(json.dumps(message))
