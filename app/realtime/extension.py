@@ -446,13 +446,16 @@ class Realtime:
         :returns: the stored :class:`Event` (with its sequence number).
         """
         state = self.state()
-        event = state.store.append(stream, type_, data)
         if state.deliver_live:
             state.ensure_started()
-            assert state.broker is not None
-            state.broker.publish(
-                {"k": "event", "stream": stream, "seq": event.seq, "payload": event.payload}
-            )
+        with state.store.writing() as lock:
+            event = state.store.append(stream, type_, data)
+            lock.release_file()  # committed: other workers may write while this one pushes
+            if state.deliver_live:
+                assert state.broker is not None
+                state.broker.publish(
+                    {"k": "event", "stream": stream, "seq": event.seq, "payload": event.payload}
+                )
         return event
 
     def notify(self, user: Any, type_: str, data: Any = None) -> Event:
