@@ -20,6 +20,8 @@ COLUMNS = [
     ("healthy reach", "healthy_reach_mean", "{:.1%}"), ("RSS MB", "rss_mb", "{:.0f}"),
     ("KB/conn", "kb_per_conn", "{:.0f}"), ("threads", "threads", "{}"),
     ("thr/sock", "threads_per_socket", "{:.2f}"), ("conn/s", "connect_per_s", "{:,.0f}"),
+    ("CPU busy", "machine_busy", "{:.0%}"), ("server cores", "server_cores", "{:.2f}"),
+    ("client cores", "client_cores", "{:.2f}"),
 ]
 
 
@@ -155,6 +157,9 @@ random user; **S** as A with 2% of clients stalled (stopped reading after subscr
 broadcast; lost/dup count healthy clients only; **w=2** two gunicorn workers + Redis.
 Latency = client receive time − envelope `ts` (server publish time, same clock). RSS and threads are
 summed over the workers; KB/conn and thr/sock are deltas over the idle server divided by N.
+CPU (A, S and B only, from publishing the first event to the last delivery): `CPU busy` is the
+share of the whole machine in use, `server cores` and `client cores` the cores' worth of CPU time
+taken by the server's workers and by the load generator's processes (/proc/*/stat).
 
 ## Page loads while the sockets are open
 
@@ -183,7 +188,9 @@ Gunicorn log lines that look like trouble:
   `app.session_interface.get_signing_serializer(app)` with the keys Flask-Login writes at login
   (`_user_id`, `_fresh`, `_id` for this client's address and User-Agent) — the cookie a real login sets.
 - Load: picows (C frame parser) on asyncio in 2 client processes; every socket sends `Origin` and its
-  cookie, subscribes to `broadcast` and `user:<id>` (Tidings), and records (stream, id) and latency.
+  cookie, subscribes to `broadcast` and `user:<id>` (Tidings), then keeps (receive time, frame
+  bytes) per event; (stream, id), latency, loss and duplicates are decoded after the scenario, so
+  the clients take as little CPU as possible from the server they share the cores with.
 - Resources: `/proc/<worker>/status` VmRSS and Threads before connecting and after.
 {MARKER}{notes if notes else chr(10)}""")
     print(f"wrote {results_md} and {BENCH / 'latest.png'}")

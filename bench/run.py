@@ -99,6 +99,34 @@ def _percentiles(lat: list[float]) -> dict[str, float | None]:
             "max_ms": float(arr.max())}
 
 
+def _cpu_ticks(pids: list[int]) -> int:
+    """utime + stime of these processes (all their threads), in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def cpu_snapshot(s: Session) -> dict[str, int]:
+    """Machine, server and load-generator CPU ticks, to tell who used the cores in a scenario."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return {"total": sum(values), "idle": values[3] + values[4],
+            "server": _cpu_ticks(s.server.worker_pids()), "clients": _cpu_ticks(s.clients.pids())}
+
+
+def cpu_used(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Share of the machine that was busy, and cores' worth used by the server and the clients."""
+    total = max(after["total"] - before["total"], 1)
+    wall = total / (os.cpu_count() or 1)  # ticks of one core over the interval
+    return {"machine_busy": 1 - (after["idle"] - before["idle"]) / total,
+            "server_cores": (after["server"] - before["server"]) / wall,
+            "client_cores": (after["clients"] - before["clients"]) / wall}
+
+
 def _server_realtime(server: Server) -> dict[str, Any]:
     try:
         body = requests.get(server.url + "/healthz", timeout=10).json()
@@ -191,16 +219,18 @@ def scenario_a(s: Session, label: str = "A") -> dict[str, Any]:
     s.clients.reset()
     first = s.server.head() + 1
     patient = not (s.kind == "naive" and label == "S")
+    cpu_before = cpu_snapshot(s)
     publish_at_rate(s.server, RATE, SECONDS, SIZE, patient=patient)
     if not patient:
         time.sleep(0.5)
     last = s.server.head()
     count = last - first + 1
     s.clients.wait_for(s.healthy * count, timeout=15.0 if patient else 10.0, idle=3.0)
+    cpu = cpu_used(cpu_before, cpu_snapshot(s))
     rep = s.clients.report({"broadcast": list(range(first, last + 1))})
     span = (rep["last_recv"] - rep["first_ts"]) if rep["first_ts"] else None
     reach = [rep["reach"].get(i, 0) / max(s.healthy, 1) for i in range(first, last + 1)]
-    return _row(s, label, rep, span, count, broadcasts=count,
+    return _row(s, label, rep, span, count, broadcasts=count, **cpu,
                 healthy_reach_mean=float(np.mean(reach)) if reach else None,
                 broadcasts_reaching_all=sum(r >= 1.0 for r in reach))
 
@@ -211,17 +241,19 @@ def scenario_b(s: Session, profile_to: Path | None = None) -> dict[str, Any]:
     first = s.server.head() + 1
     spies = _start_profilers(s.server, profile_to) if profile_to else []
     try:
+        cpu_before = cpu_snapshot(s)
         t0 = time.time()
         s.server.post("/bench/broadcast", {"n": BURST, "size": SIZE}, timeout=300)
         publish_s = time.time() - t0
         last = s.server.head()
         s.clients.wait_for(s.healthy * BURST, timeout=180.0, idle=5.0)
+        cpu = cpu_used(cpu_before, cpu_snapshot(s))
     finally:
         _stop_profilers(spies)
     rep = s.clients.report({"broadcast": list(range(first, last + 1))})
     span = (rep["last_recv"] - rep["first_ts"]) if rep["first_ts"] else None
     return _row(s, "B", rep, span, last - first + 1, publish_per_s=BURST / publish_s,
-                last_delivery_s=span)
+                last_delivery_s=span, **cpu)
 
 
 def scenario_c(s: Session) -> dict[str, Any]:
