@@ -122,9 +122,6 @@ class Proc:
         for sock in getattr(self, "socks", []):
             sock.raw = []
 
-    def last_receive(self) -> float:
-        return max((sock.raw[-1][0] for sock in self.socks if sock.raw), default=0.0)
-
     async def connect(self, specs: list[Spec]) -> dict[str, Any]:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
         errors: list[str] = []
@@ -230,7 +227,7 @@ async def _serve(pipe: Any, url: str, origin: str, protocol: str) -> None:
             proc.reset()
             pipe.send(True)
         elif op == "count":
-            pipe.send((proc.received, proc.last_receive()))
+            pipe.send(proc.received)
         elif op == "report":
             pipe.send(proc.report(arg))
         elif op == "close":
@@ -279,16 +276,16 @@ class Clients:
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.procs if proc.pid is not None]
 
-    def count(self) -> tuple[int, float]:
-        parts = self._all("count")
-        return sum(p[0] for p in parts), max(p[1] for p in parts)
+    def count(self) -> int:
+        """Measured events received so far, over all client processes."""
+        return sum(self._all("count"))
 
     def wait_for(self, total: int, timeout: float, idle: float = 3.0) -> int:
         """Poll until ``total`` events arrived, nothing arrived for ``idle`` s, or ``timeout``."""
         deadline = time.monotonic() + timeout
         last, last_change = -1, time.monotonic()
         while time.monotonic() < deadline:
-            got, _ = self.count()
+            got = self.count()
             if got >= total:
                 return got
             if got != last:
@@ -296,7 +293,7 @@ class Clients:
             elif time.monotonic() - last_change > idle:
                 return got
             time.sleep(0.1)
-        return self.count()[0]
+        return self.count()
 
     def report(self, expected: dict[str, list[int]]) -> dict[str, Any]:
         parts = self._all("report", [expected] * len(self.pipes))

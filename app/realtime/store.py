@@ -14,9 +14,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -156,10 +155,10 @@ class EventStore:
     def __init__(self, engine_factory: Callable[[], Engine]):
         self._engine_factory = engine_factory
         self._engine: Engine | None = None
-        self._sqlite_writer: SqliteWriter | None = None
+        self._writer: SqliteWriter | NoWriterLock | None = None
         self._writer_created = threading.Lock()
 
-    def writing(self) -> AbstractContextManager[Any]:
+    def writing(self) -> SqliteWriter | NoWriterLock:
         """Held by a publisher around "append, then push": one writer at a time on SQLite.
 
         SQLite takes one writer at a time anyway; writers that collide wait in its busy handler,
@@ -170,12 +169,14 @@ class EventStore:
         as they come. Use as ``with store.writing() as lock: append ...; lock.release_file();
         push ...``.
         """
-        if self.engine.dialect.name != "sqlite":
-            return NoWriterLock()
-        with self._writer_created:
-            if self._sqlite_writer is None:
-                self._sqlite_writer = SqliteWriter(self.engine.url.database or "")
-        return self._sqlite_writer
+        if self._writer is None:  # decided once, on the first publish
+            with self._writer_created:
+                if self._writer is None:
+                    if self.engine.dialect.name == "sqlite":
+                        self._writer = SqliteWriter(self.engine.url.database or "")
+                    else:
+                        self._writer = NoWriterLock()
+        return self._writer
 
     @property
     def engine(self) -> Engine:
