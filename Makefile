@@ -13,7 +13,7 @@ export FLASK_APP := wsgi:app
 venv: $(VENV)/.installed
 
 # Re-install only when a requirements file changes; the stamp records the last successful install.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -r requirements-dev.txt
 	touch $@

@@ -18,7 +18,7 @@ def _int_env(name: str, default: int) -> int:
 bind = os.environ.get("TIDINGS_BIND", "127.0.0.1:8000")
 
 # gthread: each worker serves requests from a thread pool. A WebSocket does NOT keep its thread:
-# after the handshake the realtime layer takes the connection over (app/realtime/views.py,
+# after the handshake the realtime layer takes the connection over (flask_tidings/views.py,
 # adopt_socket), one reactor thread per worker does all socket I/O and a small command pool
 # (REALTIME_COMMAND_THREADS, 16) runs client commands. So `threads` is sized for pages alone,
 # and the sockets a worker holds are bounded by admission control instead: past
@@ -66,7 +66,7 @@ else:
 def post_worker_init(worker):
     """On SIGTERM (stop, reload) close WebSockets with 1001 at once, so clients reconnect to a
     live worker and this one exits without waiting out graceful_timeout."""
-    from app.realtime.gunicorn import install
+    from flask_tidings.gunicorn import install
 
     install(worker)
 

@@ -92,7 +92,7 @@ class Config:
         if url:
             self.SQLALCHEMY_DATABASE_URI = normalize_database_url(url)
         self.REDIS_URL = os.environ.get("REDIS_URL") or self.REDIS_URL
-        # The realtime layer picks its broker from the worker count (see app/realtime/settings.py).
+        # The realtime layer picks its broker from the worker count (see flask_tidings/settings.py).
         self.REALTIME_WORKERS = int(os.environ.get("TIDINGS_WORKERS") or 1)
         for name, value in os.environ.items():
             if name.startswith("REALTIME_"):

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
-from app.realtime import Realtime
+from flask_tidings import Realtime
 
 
 class Base(DeclarativeBase):

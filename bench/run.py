@@ -495,15 +495,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _git_state() -> str:
-    """HEAD plus whether app/realtime had uncommitted edits: the numbers belong to that tree."""
+    """HEAD plus whether flask_tidings had uncommitted edits: the numbers belong to that tree."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                               capture_output=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--short", "app/realtime"], cwd=ROOT, text=True,
+        dirty = subprocess.run(["git", "status", "--short", "flask_tidings"], cwd=ROOT, text=True,
                                capture_output=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head + (" + uncommitted edits in app/realtime" if dirty else "")
+    return head + (" + uncommitted edits in flask_tidings" if dirty else "")
 
 
 def _brief(row: dict[str, Any]) -> str:

@@ -47,7 +47,7 @@ target_db = current_app.extensions['migrate'].db
 
 def get_metadata():
     # The realtime layer keeps its durable event log in tables of its own metadata.
-    from app.realtime import metadata as realtime_metadata
+    from flask_tidings import metadata as realtime_metadata
 
     if hasattr(target_db, 'metadatas'):
         return [target_db.metadatas[None], realtime_metadata]

@@ -14,7 +14,7 @@ from app.chat import presence, service
 from app.chat.service import ChatError
 from app.extensions import db, realtime
 from app.models import User
-from app.realtime import Connection, Identity, RealtimeError
+from flask_tidings import Connection, Identity, RealtimeError
 
 #: Longest ``client_id`` echoed back (the page's own id for a pending message).
 MAX_CLIENT_ID = 64

@@ -12,7 +12,7 @@ from typing import Any
 from app.extensions import db, realtime
 from app.models import User
 from app.notifications import announcements, service
-from app.realtime import Connection, RealtimeError
+from flask_tidings import Connection, RealtimeError
 
 #: At most this many ids per mark-read command.
 MAX_IDS = 200

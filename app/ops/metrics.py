@@ -1,7 +1,7 @@
 """``GET /metrics``: the realtime cluster's figures in Prometheus' text format.
 
 Why not prometheus-client's multiprocess mode: our figures already cross workers. Every worker
-keeps every worker's latest report (``app/realtime/cluster.py``), so whichever worker answers a
+keeps every worker's latest report (``flask_tidings/cluster.py``), so whichever worker answers a
 scrape renders the whole cluster from that aggregate, through a custom collector, into a fresh
 ``CollectorRegistry`` built per request. Nothing is shared through files, so no
 ``PROMETHEUS_MULTIPROC_DIR`` is needed, nothing leaks from dead workers (their reports expire),

@@ -8,8 +8,8 @@ from flask.blueprints import BlueprintSetupState
 from app.extensions import db, realtime
 from app.ops import bp
 from app.ops.figures import dashboard_view
-from app.realtime import Identity
-from app.realtime.cluster import ClusterReporter
+from flask_tidings import Identity
+from flask_tidings.cluster import ClusterReporter
 
 #: The one stream the dashboard follows (streams are ``prefix:id``).
 STREAM = "ops:cluster"

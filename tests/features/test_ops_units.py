@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.ops.logging import KeyValueFormatter
-from app.realtime.cluster import ClusterReporter
+from flask_tidings.cluster import ClusterReporter
 
 
 class FakeState:
@@ -150,7 +150,7 @@ def test_configure_logging_prints_tidings_records_once(app, capsys):
 def test_a_report_stays_small_enough_for_any_broker_however_many_users_are_online():
     import json
 
-    from app.realtime.cluster import MAX_REPORT_BYTES
+    from flask_tidings.cluster import MAX_REPORT_BYTES
 
     state = FakeState("h:1", [str(n) for n in range(100_000, 105_000)])
     state.figures["users_online"] = 5000

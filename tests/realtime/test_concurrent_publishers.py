@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from app.extensions import realtime
-from app.realtime.store import EventStore, SqliteWriter
+from flask_tidings.store import EventStore, SqliteWriter
 
 STREAM = "room:1"
 

@@ -15,7 +15,7 @@ import requests
 import websocket
 from flask import Flask
 
-from app.realtime import Realtime
+from flask_tidings import Realtime
 from tests.support.live import LiveServer
 
 

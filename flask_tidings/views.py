@@ -43,9 +43,15 @@ def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
 
 
 def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
-    bp = Blueprint("realtime", __name__)
-    sock = Sock()
     config = state.config
+    # The browser client ships with the package: ``url_for("realtime.static", filename="realtime.js")``.
+    bp = Blueprint(
+        "realtime",
+        __name__,
+        static_folder="static",
+        static_url_path=config["URL"].rstrip("/") + "/static",
+    )
+    sock = Sock()
 
     @bp.get(config["URL"].rstrip("/") + "/check")
     def check() -> Response:
