@@ -16,6 +16,9 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -r requirements-dev.txt
+	# The realtime layer, installed as an adopter would. "compat" puts the checkout on sys.path
+	# (a .pth line) instead of an import hook, so another checkout's own copy wins in its tests.
+	$(BIN)/pip install --no-deps -e . --config-settings editable_mode=compat
 	touch $@
 
 run: venv
