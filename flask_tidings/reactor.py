@@ -151,7 +151,7 @@ class Reactor:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
             pass
-        # The socket is ours alone (see views.adopt_socket): shut it down and close it here. A
+        # The socket is ours alone (see adoption.adopt_socket): shut it down and close it here. A
         # client that never answers must not make anybody linger.
         try:
             conn.sock.shutdown(socket.SHUT_RDWR)

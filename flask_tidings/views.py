@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket as socketlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_sock import Sock
 
+from .adoption import adopt_socket
 from .connection import Connection
 
 if TYPE_CHECKING:
@@ -142,23 +142,6 @@ _KEPT = (
     "REMOTE_PORT",
     "wsgi.url_scheme",
 )
-
-
-def adopt_socket(server_socket: socketlib.socket) -> socketlib.socket:
-    """Take the connection away from the WSGI server without holding its thread.
-
-    The server closes the socket object it handed us when our view returns. We keep a
-    duplicate of the connection's descriptor for ourselves, then point the server's descriptor
-    at one end of a socket pair whose other end is already closed: the server's graceful close
-    (shutdown, drain until EOF, close) then acts on that stand-in and ends at once, and the real
-    connection lives on in the reactor. One socket costs no thread at all.
-    """
-    ours = server_socket.dup()
-    stand_in, peer = socketlib.socketpair()
-    os.dup2(stand_in.fileno(), server_socket.fileno())
-    stand_in.close()
-    peer.close()
-    return ours
 
 
 def start_connection(ext: Realtime, state: RealtimeState, ws: Any, identity: Any) -> None:
