@@ -62,13 +62,10 @@ else:
 
 # --- Hooks ----------------------------------------------------------------------------------------
 
+# The realtime layer's worker hook: sockets closed with 1001 on SIGTERM, serving started at boot.
+from flask_tidings.gunicorn import post_worker_init  # noqa: E402, F401
 
-def post_worker_init(worker):
-    """On SIGTERM (stop, reload) close WebSockets with 1001 at once, so clients reconnect to a
-    live worker and this one exits without waiting out graceful_timeout."""
-    from flask_tidings.gunicorn import install
 
-    install(worker)
 
 
 def when_ready(server):

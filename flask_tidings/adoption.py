@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
+from typing import Any
 
 
 def adopt_socket(server_socket: socket.socket) -> socket.socket:
@@ -33,3 +35,87 @@ def adopt_socket(server_socket: socket.socket) -> socket.socket:
     stand_in.close()
     peer.close()
     return ours
+
+
+def check_server_support() -> None:
+    """Refuse at start where sockets cannot work: green threads (gevent, eventlet).
+
+    The reactor is a real thread blocked in ``epoll``, and the command pool uses real threads;
+    under monkey-patching those would either block every greenlet or not run at all.
+    """
+    import sys
+
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        raise RuntimeError(
+            "flask_tidings needs real threads, and gevent has patched them. Run gunicorn with "
+            "--worker-class gthread (worker_class = 'gthread' in gunicorn.conf.py), or sync."
+        )
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
+        raise RuntimeError(
+            "flask_tidings needs real threads, and eventlet has patched them. Run gunicorn with "
+            "--worker-class gthread (worker_class = 'gthread' in gunicorn.conf.py), or sync."
+        )
+
+
+class TLSSocket:
+    """A non-blocking TLS socket that speaks like a plain one to the connection and the reactor.
+
+    ``ssl`` says "would block" with exceptions of its own and may hold decrypted bytes that the
+    kernel no longer reports as readable; this turns the first into ``BlockingIOError`` and
+    drains the second on every read, so ``epoll`` readiness stays the whole truth.
+    """
+
+    def __init__(self, sock: ssl.SSLSocket):
+        self._sock = sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self._sock.setblocking(flag)
+
+    def send(self, data: bytes) -> int:
+        try:
+            return self._sock.send(data)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            raise BlockingIOError from None
+
+    def recv(self, size: int) -> bytes:
+        try:
+            data = self._sock.recv(size)
+            while data and self._sock.pending():
+                data += self._sock.recv(self._sock.pending())
+            return data
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise BlockingIOError from None
+        except ssl.SSLZeroReturnError:
+            return b""
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def take_over(ws: Any) -> tuple[Any, bool]:
+    """The connection's socket for the reactor, and whether the server's thread must stay.
+
+    gunicorn (sync or gthread) over plain TCP: the connection is adopted and the thread is free.
+    Anywhere else flask-sock runs (Werkzeug's ``flask run``, gunicorn with ``--certfile``) the
+    reactor drives the server's own socket while the view holds the server's thread until the
+    connection ends: the same protocol and guarantees, one server thread per socket.
+    """
+    sock = ws.sock
+    if ws.mode == "gunicorn" and type(sock) is socket.socket:
+        return adopt_socket(sock), False
+    if isinstance(sock, ssl.SSLSocket):
+        return TLSSocket(sock), True
+    if isinstance(sock, socket.socket):
+        return sock, True
+    raise RuntimeError(
+        f"flask_tidings cannot serve sockets of type {type(sock).__name__} (server mode "
+        f"{ws.mode!r}); run gunicorn with --worker-class gthread."
+    )

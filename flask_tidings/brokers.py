@@ -48,8 +48,11 @@ class MemoryBroker(Broker):
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._started = False
 
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        self._started = True
+
         def run() -> None:
             while True:
                 batch = [self._queue.get()]
@@ -66,7 +69,8 @@ class MemoryBroker(Broker):
         threading.Thread(target=run, name="tidings-dispatch", daemon=True).start()
 
     def publish(self, message: dict[str, Any]) -> None:
-        self._queue.put(message)
+        if self._started:  # a process that only publishes has nobody to deliver to
+            self._queue.put(message)
 
     def state(self) -> dict[str, Any]:
         return {"kind": self.name, "state": "connected", "backlog": self._queue.qsize()}

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,11 +18,13 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from . import settings as defaults
+from .adoption import check_server_support
 from .brokers import Broker, DatabaseBroker, MemoryBroker, PostgresBroker, RedisBroker
 from .cluster import ClusterReporter
 from .commands import CommandRunner
 from .connection import SIGNED_OUT, Connection, Identity, Limits
 from .hub import Hub
+from .local import LocalBroker, site_directory
 from .reactor import Reactor
 from .store import Event, EventStore, envelope
 
@@ -33,7 +36,10 @@ Handler = Callable[[Connection, Any], Any]
 
 _reactor: Reactor | None = None
 _reactor_lock = threading.Lock()
-_states: list[RealtimeState] = []
+#: Every app's state, weakly: what a gunicorn hook (which has no app in hand) acts on. A state
+#: records the process that made it, so a forked worker never takes its parent's (the arbiter's
+#: throwaway app, say) for its own.
+_live: weakref.WeakSet[RealtimeState] = weakref.WeakSet()
 
 
 def process_reactor() -> Reactor:
@@ -45,9 +51,17 @@ def process_reactor() -> Reactor:
         return _reactor
 
 
+def process_states(ext: Realtime | None = None) -> list[RealtimeState]:
+    """The states this process owns: made here, or inherited through a fork when none was made
+    here (gunicorn ``--preload`` builds the app once, before forking the workers)."""
+    states = [s for s in list(_live) if ext is None or s.ext is ext]
+    here = [s for s in states if s.pid == os.getpid()]
+    return here or states
+
+
 def shutdown_all() -> None:
     """Stop admitting sockets and close every open one with 1001 (SIGTERM, reload)."""
-    for state in _states:
+    for state in process_states():
         state.accepting = False
     if _reactor is not None and _reactor.pid == os.getpid():
         _reactor.shutdown()
@@ -96,6 +110,7 @@ class RealtimeState:
         self.ext = ext
         self.app = app
         self.store = store
+        self.pid = os.getpid()
         self.config = {k[9:]: v for k, v in app.config.items() if k.startswith("REALTIME_")}
         self.limits = Limits(
             max_message_bytes=int(self.config["MAX_MESSAGE_BYTES"]),
@@ -117,6 +132,7 @@ class RealtimeState:
         self._admit_lock = threading.Lock()
         self._handshakes: dict[str, deque[float]] = {}
         self._started_pid: int | None = None
+        self._broker_pid: int | None = None
         self._start_lock = threading.Lock()
         self.broker_kind = self._choose_broker_kind()
         self.broker: Broker | None = None
@@ -139,10 +155,11 @@ class RealtimeState:
         if kind == "auto":
             if redis_url:
                 kind = "redis"
-            elif workers > 1:
-                kind = "postgres" if self.store.engine.dialect.name == "postgresql" else "database"
+            elif self.store.engine.dialect.name == "postgresql":
+                kind = "postgres"
             else:
-                kind = "memory"
+                # SQLite: every process of the site is on this host (see local.py).
+                kind = "local"
         if kind == "memory" and workers > 1:
             raise RuntimeError(
                 f"REALTIME_BROKER=memory cannot serve {workers} workers: a message published in "
@@ -153,9 +170,10 @@ class RealtimeState:
             raise RuntimeError("REALTIME_BROKER=redis needs REALTIME_REDIS_URL or REDIS_URL.")
         if kind == "postgres" and self.store.engine.dialect.name != "postgresql":
             raise RuntimeError("REALTIME_BROKER=postgres needs the durable log in PostgreSQL.")
-        if kind not in ("memory", "redis", "database", "postgres"):
+        if kind not in ("memory", "local", "redis", "database", "postgres"):
             raise RuntimeError(
-                f"Unknown REALTIME_BROKER {kind!r}: use auto, memory, redis, postgres or database."
+                f"Unknown REALTIME_BROKER {kind!r}: use auto, local, memory, redis, postgres "
+                "or database."
             )
         return kind
 
@@ -181,8 +199,51 @@ class RealtimeState:
             self.config["WORKERS"] = workers
             self.broker_kind = self._choose_broker_kind()
 
+    def publisher(self) -> Broker:
+        """This process's broker, for publishing only: no thread is started for it.
+
+        A process that only publishes (a ``flask`` command, cron, an RQ or Celery worker, a
+        plain thread) stores its events and announces them, and never serves a socket.
+        """
+        pid = os.getpid()
+        if self._broker_pid != pid:
+            with self._start_lock:
+                if self._broker_pid != pid:
+                    self.broker = self._make_broker()
+                    self._broker_pid = pid
+        assert self.broker is not None
+        return self.broker
+
+    def _make_broker(self) -> Broker:
+        if self.broker_kind == "redis":
+            return RedisBroker(self.config["REDIS_URL"], self.config["REDIS_CHANNEL"])
+        if self.broker_kind == "postgres":
+            return PostgresBroker(self.store, self.config["REDIS_CHANNEL"])
+        if self.broker_kind == "database":
+            return DatabaseBroker(self.store, float(self.config["POLL_INTERVAL"]))
+        if self.broker_kind == "local":
+            return LocalBroker(self._local_directory())  # type: ignore[return-value]
+        return MemoryBroker()
+
+    def _local_directory(self) -> str:
+        configured = self.config.get("LOCAL_DIR")
+        url = self.store.engine.url
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            identity = os.path.realpath(url.database)
+        else:  # one process's private database: only this process can publish to it anyway
+            identity = f"{url.render_as_string(hide_password=True)}#{os.getpid()}"
+        return site_directory(identity, configured or None)
+
+    @property
+    def serving(self) -> bool:
+        return self._started_pid == os.getpid()
+
     def ensure_started(self) -> None:
-        """Start the reactor, broker and sweeper in this process, once (after any fork)."""
+        """Serve sockets in this process: reactor, command pool, broker listener and sweep.
+
+        Started by the first handshake, or at once by the gunicorn hook. Publishing alone never
+        starts any of it (see :meth:`publisher`).
+        """
         pid = os.getpid()
         if has_request_context():
             # ops (issue 9): only processes serving the site report to the cluster, not a CLI
@@ -190,6 +251,7 @@ class RealtimeState:
             self.cluster.serving = True
         if self._started_pid == pid:
             return
+        broker = self.publisher()
         with self._start_lock:
             if self._started_pid == pid:
                 return
@@ -197,15 +259,7 @@ class RealtimeState:
             self.hub = Hub()
             self.reactor = process_reactor()
             self.commands = CommandRunner(self.ext, self, int(self.config["COMMAND_THREADS"]))
-            if self.broker_kind == "redis":
-                self.broker = RedisBroker(self.config["REDIS_URL"], self.config["REDIS_CHANNEL"])
-            elif self.broker_kind == "postgres":
-                self.broker = PostgresBroker(self.store, self.config["REDIS_CHANNEL"])
-            elif self.broker_kind == "database":
-                self.broker = DatabaseBroker(self.store, float(self.config["POLL_INTERVAL"]))
-            else:
-                self.broker = MemoryBroker()
-            self.broker.start(self._deliver, lambda: self.sweep(immediate=True))
+            broker.start(self._deliver, lambda: self.sweep(immediate=True))
             threading.Thread(target=self._sweep_forever, name="tidings-sweep", daemon=True).start()
             self._started_pid = pid
             self.cluster.start(pid)  # ops (issue 9): report this worker's figures to the others
@@ -326,10 +380,11 @@ class Realtime:
         options.setdefault("ping_interval", None)
         app.config["SOCK_SERVER_OPTIONS"] = options
 
+        check_server_support()
         store = EventStore(self._engine_factory(app))
         state = RealtimeState(self, app, store)
         app.extensions["realtime"] = state
-        _states.append(state)
+        _live.add(state)
 
         from .views import make_blueprint
 
@@ -429,13 +484,23 @@ class Realtime:
     # ------------------------------------------------------------------ the public API
 
     def state(self) -> RealtimeState:
-        """This app's state: the current app's, or the only one when called from a plain thread."""
+        """This app's state: the current app's, or this process's only one from a plain thread."""
         if has_app_context():
-            return current_app.extensions["realtime"]
-        mine = [s for s in _states if s.ext is self]
+            state = current_app.extensions.get("realtime")
+            if state is None or state.ext is not self:
+                raise RuntimeError(
+                    "This app has no realtime layer: call realtime.init_app(app) in the factory."
+                )
+            return state
+        mine = process_states(self)
         if len(mine) == 1:
             return mine[0]
-        raise RuntimeError("Call realtime from an app context when several apps use it.")
+        if not mine:
+            raise RuntimeError("Realtime.init_app(app) has not been called in this process.")
+        raise RuntimeError(
+            "Several apps use this realtime layer in this process: call it inside "
+            "`with app.app_context():` to say which."
+        )
 
     def publish(self, stream: str, type_: str, data: Any = None) -> Event:
         """Store an event on ``stream`` and push it to every follower, in every worker.
@@ -446,14 +511,12 @@ class Realtime:
         :returns: the stored :class:`Event` (with its sequence number).
         """
         state = self.state()
-        if state.deliver_live:
-            state.ensure_started()
+        broker = state.publisher()
         with state.store.writing() as lock:
             event = state.store.append(stream, type_, data)
             lock.release_file()  # committed: other workers may write while this one pushes
             if state.deliver_live:
-                assert state.broker is not None
-                state.broker.publish(
+                broker.publish(
                     {"k": "event", "stream": stream, "seq": event.seq, "payload": event.payload}
                 )
         return event
@@ -478,10 +541,7 @@ class Realtime:
 
     def emit(self, stream: str, type_: str, data: Any = None) -> None:
         """Push an ephemeral event (typing, presence): not stored, not replayed."""
-        state = self.state()
-        state.ensure_started()
-        assert state.broker is not None
-        state.broker.publish(
+        self.state().publisher().publish(
             {
                 "k": "event",
                 "stream": stream,
@@ -494,10 +554,7 @@ class Realtime:
         self, user: Any, code: int = SIGNED_OUT, reason: str = "signed out"
     ) -> None:
         """Close every socket of ``user`` in every worker (logout, deactivation)."""
-        state = self.state()
-        state.ensure_started()
-        assert state.broker is not None
-        state.broker.publish(
+        self.state().publisher().publish(
             {
                 "k": "control",
                 "op": "disconnect_user",

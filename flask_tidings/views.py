@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_sock import Sock
 
-from .adoption import adopt_socket
+from .adoption import take_over
 from .connection import Connection
 
 if TYPE_CHECKING:
@@ -81,8 +81,12 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
         # What the handshake used (above all a database session holding a pooled connection)
         # is released now; commands run later in request contexts of their own.
         current_app.do_teardown_appcontext()
-        start_connection(ext, state, ws, identity)
+        conn, held = start_connection(ext, state, ws, identity)
         g._realtime_adopted = True
+        if held:
+            # A server whose connection cannot be adopted (see adoption.py): the reactor still
+            # does all the I/O, but the server must not touch the socket until it is over.
+            conn.finished.wait()
         # Returning frees this server thread: the reactor and the command pool take it from here.
 
     return bp
@@ -102,6 +106,7 @@ def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | N
         log.info("socket refused: origin %s user=%s", origin, identity.user_id)
         return _refuse(403, "This origin may not open a realtime connection.")
     state.ensure_started()
+    _warn_without_gunicorn_hook()
     retry = int(config["RETRY_AFTER"])
     if not state.accepting:
         return _refuse(503, "This server is restarting; reconnect shortly.", retry)
@@ -144,16 +149,19 @@ _KEPT = (
 )
 
 
-def start_connection(ext: Realtime, state: RealtimeState, ws: Any, identity: Any) -> None:
+def start_connection(
+    ext: Realtime, state: RealtimeState, ws: Any, identity: Any
+) -> tuple[Connection, bool]:
+    """Register the connection and hand it to the reactor; True when the server's thread must
+    stay with it (see :func:`adoption.take_over`)."""
     # flask-sock's own close() after we return must not write: the socket is ours now.
     ws.connected = False
     assert state.reactor is not None
     environ = request.environ
     kept = {key: environ[key] for key in _KEPT if key in environ}
     kept.update({key: value for key, value in environ.items() if key.startswith("HTTP_")})
-    conn = Connection(
-        adopt_socket(ws.sock), ws.ws, identity, state.limits, state.reactor, worker=state.worker
-    )
+    sock, held = take_over(ws)
+    conn = Connection(sock, ws.ws, identity, state.limits, state.reactor, worker=state.worker)
     conn.environ = kept
     conn.schedule = state.commands.schedule
     conn.on_finished = state.commands.finished
@@ -179,6 +187,25 @@ def start_connection(ext: Realtime, state: RealtimeState, ws: Any, identity: Any
         raise
     state.opened += 1
     log.info("socket open conn=%s user=%s worker=%s", conn.id, identity.user_id, state.worker)
+    return conn, held
+
+
+_warned = False
+
+
+def _warn_without_gunicorn_hook() -> None:
+    global _warned
+    if _warned or not request.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn"):
+        return
+    from . import gunicorn as hooks
+
+    _warned = True
+    if not hooks.installed:
+        log.warning(
+            "flask_tidings: gunicorn's worker hook is not installed, so SIGTERM closes sockets "
+            "abruptly (1006) instead of with 1001. Add to gunicorn.conf.py: "
+            "from flask_tidings.gunicorn import post_worker_init"
+        )
 
 
 def safe_hook(hook: Any, conn: Connection) -> None:

@@ -14,7 +14,7 @@ def test_healthz_reports_ok_with_the_process_and_database(client):
     # The realtime layer reports this worker's sockets, capacity and broker.
     assert report["realtime"]["sockets"] == 0
     assert report["realtime"]["capacity"] > 0
-    assert report["realtime"]["broker"]["kind"] == "memory"
+    assert report["realtime"]["broker"]["kind"] == "local"
 
 
 def test_healthz_needs_no_login(client):

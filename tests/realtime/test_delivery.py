@@ -143,7 +143,7 @@ def test_one_worker_without_redis_fans_out_in_process(server, live_login_as):
     try:
         assert alice.subscribe(f"room:{room}")["type"] == "subscribed"
         assert bob.subscribe(f"room:{room}")["type"] == "subscribed"
-        assert health(server)["realtime"]["broker"]["kind"] == "memory"
+        assert health(server)["realtime"]["broker"]["kind"] == "local"
         alice.send({"type": "chat.send", "ref": "s1",
                     "data": {"room": room, "body": "in process", "client_id": "c1"}})
         [event] = bob.events(1, f"room:{room}")
