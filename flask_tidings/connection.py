@@ -141,6 +141,12 @@ class Connection:
 
         self.delivered = 0
 
+    @property
+    def followed(self) -> frozenset[str]:
+        """The streams this connection follows now (a copy)."""
+        with self.lock:
+            return frozenset(self.streams)
+
     # ------------------------------------------------------------------ writing (any thread)
 
     def _write_locked(self, data: bytes) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -76,31 +77,89 @@ class RealtimeError(Exception):
         self.message = message
 
 
+#: What a user id may look like on a stream name: short, no separators or spaces.
+_USER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
+#: Stream names: ``prefix:rest`` or a bare word, printable, no spaces.
+_STREAM = re.compile(r"[A-Za-z0-9_.:@-]{1,200}")
+_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
 def _user_id(user: Any) -> str:
-    # ``id`` first: Flask-Login's ``get_id()`` may carry more than the id (a session version).
-    if hasattr(user, "id"):
-        return str(user.id)
-    if hasattr(user, "get_id"):
-        return str(user.get_id())
-    return str(user)
+    """The id of a user object, or an id given as such; anything else is a ``TypeError``.
+
+    Streams are named after it and stored for good, so a mistake here (a row, a dict holding a
+    password hash, an anonymous user's ``None``) must fail loudly instead of becoming a stream.
+    """
+    if isinstance(user, bool) or user is None:
+        raise TypeError(f"a user or a user id is needed, not {user!r}")
+    if isinstance(user, int):
+        value = str(user)
+    elif isinstance(user, str):
+        value = user
+    elif hasattr(user, "id") and not isinstance(user, dict):
+        # ``id`` first: Flask-Login's ``get_id()`` may carry more than the id (a session version).
+        return _user_id(user.id)
+    elif hasattr(user, "get_id"):
+        return _user_id(user.get_id())
+    else:
+        raise TypeError(
+            f"a user object (with .id or .get_id()) or a user id (int or str) is needed, not a "
+            f"{type(user).__name__}; for a row or a dict pass its id, e.g. notify(row['id'], ...)"
+        )
+    if not _USER_ID.fullmatch(value):
+        raise ValueError(f"{value[:40]!r} is not a user id (letters, digits, _ . @ -; 1-100)")
+    return value
 
 
 def user_stream(user: Any) -> str:
+    """``user:<id>``, the private stream every tab of that user follows."""
     return f"user:{_user_id(user)}"
+
+
+def _check_event(stream: Any, type_: Any, data: Any) -> str:
+    """Validate a publish's arguments; returns ``data`` as JSON text would see it (a check)."""
+    if not isinstance(stream, str) or not _STREAM.fullmatch(stream):
+        raise ValueError(
+            f"stream must be a name like 'user:7', 'broadcast' or 'room:3' (letters, digits, "
+            f"_ . : @ -; 1-200), not {stream!r:.60}"
+        )
+    if not isinstance(type_, str) or not _TYPE.fullmatch(type_):
+        raise ValueError(f"type must be a short name like 'notification', not {type_!r:.60}")
+    try:
+        return json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"data must be JSON-serializable: {exc}") from None
+
+
+def as_identity(value: Any) -> Identity | None:
+    """What an identity loader returned, as an :class:`Identity`.
+
+    Loaders may return an ``Identity``, ``None`` (nobody logged in), or a user object: its
+    ``id`` (or ``get_id()``), ``username`` (or ``name``) and ``role`` (or ``roles``) are used.
+    """
+    if value is None or isinstance(value, Identity):
+        return value
+    if getattr(value, "is_authenticated", True) is False:
+        return None
+    roles: set[str] = set()
+    role = getattr(value, "role", None)
+    if role:
+        roles.add(str(role))
+    roles.update(str(r) for r in getattr(value, "roles", None) or ())
+    name = getattr(value, "username", None) or getattr(value, "name", "") or ""
+    return Identity(_user_id(value), str(name), frozenset(roles))
 
 
 def default_identity() -> Identity | None:
     """Who is logged in, from Flask-Login; sites without it register their own loader."""
     from flask_login import current_user
 
-    if not current_user or not current_user.is_authenticated:
-        return None
-    roles = set()
-    role = getattr(current_user, "role", None)
-    if role:
-        roles.add(str(role))
-    name = getattr(current_user, "username", None) or getattr(current_user, "name", "") or ""
-    return Identity(_user_id(current_user), str(name), frozenset(roles))
+    if not hasattr(current_app, "login_manager"):
+        raise RuntimeError(
+            "flask_tidings uses Flask-Login's current_user to tell who opens a socket, but this "
+            "app has no LoginManager: init Flask-Login, or register @realtime.identity_loader."
+        )
+    return as_identity(current_user._get_current_object())
 
 
 class RealtimeState:
@@ -145,6 +204,15 @@ class RealtimeState:
         self.worker = ""
         # ops (issue 9): cross-worker figures; reports start with the broker in ensure_started.
         self.cluster = ClusterReporter(self, float(self.config["CLUSTER_INTERVAL"]))
+        self.cluster.on_tick(self._run_tick_hooks)
+
+    def _run_tick_hooks(self, _reporter: ClusterReporter) -> None:
+        for fn in list(self.ext._tick_hooks):
+            try:
+                with self.app.app_context():
+                    fn()
+            except Exception:
+                log.exception("realtime tick hook failed")
 
     # ------------------------------------------------------------------ start-up (per process)
 
@@ -357,18 +425,40 @@ class Realtime:
         else the engine of Flask-SQLAlchemy bound to the app.
     """
 
-    def __init__(self, app: Flask | None = None, *, engine: Engine | None = None):
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        engine: Engine | None = None,
+        identity: IdentityLoader | None = None,
+    ):
         self._engine = engine
-        self._identity_loader: IdentityLoader = default_identity
+        self._identity_loader: IdentityLoader = identity or default_identity
         self._authorizers: dict[str, Authorizer] = {}
         self._handlers: dict[str, Handler] = {}
         self._connect_hooks: list[Callable[[Connection], None]] = []
         self._disconnect_hooks: list[Callable[[Connection], None]] = []
         self._listeners: list[Callable[[RealtimeState, dict[str, Any]], None]] = []
+        self._tick_hooks: list[Callable[[], None]] = []
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
+        """Set up ``app``: settings defaults, the socket blueprint, and ``realtime_attrs()``.
+
+        Register the identity loader (when the site does not use Flask-Login) before this call:
+        without either, this raises at once rather than failing at the first handshake.
+        """
+        if self._identity_loader is default_identity:
+            try:
+                import flask_login  # noqa: F401
+            except ImportError:
+                raise RuntimeError(
+                    "flask_tidings needs to know who opens a socket: install flask-login, or "
+                    "pass Realtime(identity=fn) / decorate fn with @realtime.identity_loader "
+                    "before init_app(). fn() returns the user (an object with .id, or an "
+                    "Identity) or None."
+                ) from None
         for name in dir(defaults):
             if name.isupper():
                 app.config.setdefault(f"REALTIME_{name}", getattr(defaults, name))
@@ -397,7 +487,7 @@ class Realtime:
         A page rendered from the database then resumes every stream from the moment it was
         rendered, so an event published between the render and the socket is not missed.
         """
-        identity = self._identity_loader()
+        identity = self.current_identity()
         if identity is None:
             return Markup("")
         streams = self.default_streams(identity)
@@ -419,12 +509,22 @@ class Realtime:
             url = app.config.get("REALTIME_DATABASE_URL")
             if url:
                 return create_engine(url)
+            if "sqlalchemy" not in app.extensions:
+                raise RuntimeError(
+                    "flask_tidings stores events in a database: set REALTIME_DATABASE_URL (e.g. "
+                    "'sqlite:///instance/realtime.db'), pass Realtime(engine=...), or use "
+                    "Flask-SQLAlchemy in this app."
+                )
             with app.app_context():
                 return app.extensions["sqlalchemy"].engine
 
         return factory
 
     # ------------------------------------------------------------------ hooks for the site
+
+    def current_identity(self) -> Identity | None:
+        """Who the current request is from, by the registered identity loader."""
+        return as_identity(self._identity_loader())
 
     def identity_loader(self, fn: IdentityLoader) -> IdentityLoader:
         """Register how to tell who opens a socket (default: Flask-Login's ``current_user``)."""
@@ -510,6 +610,7 @@ class Realtime:
         :param data: anything JSON-serializable.
         :returns: the stored :class:`Event` (with its sequence number).
         """
+        _check_event(stream, type_, data)
         state = self.state()
         broker = state.publisher()
         with state.store.writing() as lock:
@@ -541,6 +642,7 @@ class Realtime:
 
     def emit(self, stream: str, type_: str, data: Any = None) -> None:
         """Push an ephemeral event (typing, presence): not stored, not replayed."""
+        _check_event(stream, type_, data)
         self.state().publisher().publish(
             {
                 "k": "event",
@@ -565,7 +667,33 @@ class Realtime:
         )
 
     def stats(self) -> dict[str, Any]:
+        """This worker's figures (sockets, deliveries, broker state)."""
         return self.state().stats()
+
+    # ------------------------------------------------------------------ read-only views for sites
+
+    def heads(self, streams: Iterable[str]) -> dict[str, int]:
+        """The last sequence number of each stream (0 or absent: nothing published yet)."""
+        return self.state().store.heads(list(streams))
+
+    def head(self, stream: str) -> int:
+        return self.state().store.head(stream)
+
+    def connections(self, user: Any = None) -> list[Connection]:
+        """This worker's open connections (of one user, if given). Read ``conn.id``,
+        ``conn.identity`` and ``conn.followed``; write only through ``conn.send_json``."""
+        hub = self.state().hub
+        return hub.user_connections(_user_id(user)) if user is not None else hub.connections()
+
+    def cluster_stats(self) -> dict[str, Any]:
+        """Every live worker's figures, merged (what the ops dashboard shows)."""
+        return self.state().cluster_stats()
+
+    def every_tick(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Run ``fn`` in each serving worker once per ``REALTIME_CLUSTER_INTERVAL`` seconds,
+        in an app context (periodic chores: presence, dashboards)."""
+        self._tick_hooks.append(fn)
+        return fn
 
 
 def _unique(users: Iterable[Any]) -> list[Any]:

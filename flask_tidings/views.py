@@ -95,7 +95,7 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
 def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | None:
     """Every check that runs before the upgrade; with ``reserve`` a slot is taken on success."""
     config = state.config
-    identity = ext._identity_loader()
+    identity = ext.current_identity()
     if identity is None:
         state.refused_auth += 1
         log.info("socket refused: not logged in")

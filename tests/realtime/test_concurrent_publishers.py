@@ -86,6 +86,9 @@ def pushes(app):
             seen.append(message)
 
     state.ext.listener(listen)
+    # A worker that serves sockets: publishing alone starts no delivery thread.
+    with app.app_context():
+        state.ensure_started()
     yield seen
     state.ext._listeners.remove(listen)  # the extension object outlives this test's app
 
