@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL and Redis answer on 127.0.0.1 for the test suite, installing and starting
-# them if needed, and make sure the `tidings_test` database exists. Exports nothing.
+# Make sure the server binaries the test suite runs privately are installed: PostgreSQL (initdb,
+# postgres), redis-server and nginx, from Debian's packages when missing. Idempotent.
+#
+# This script starts nothing and configures nothing. The suite starts its own PostgreSQL and
+# Redis (tests/support/services.py: own data directory, free port, stopped at the end of the
+# session) and its own nginx (tests/deploy), so the machine's services, pg_hba.conf and ports
+# stay as they were. Debian's packages start a machine-wide server from their install script;
+# a policy-rc.d (the mechanism Docker images use) keeps them from doing so while we install,
+# unless the machine already has one.
 set -euo pipefail
-
-PG_HOST=127.0.0.1
-PG_PORT=5432
-REDIS_PORT=6379
-TEST_DB=tidings_test
 
 say() { printf 'test-services: %s\n' "$*"; }
 
@@ -15,60 +17,39 @@ as_root() {
     say "need root to run: $*"; return 1; fi
 }
 
-pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }
-redis_up() {
-  if command -v redis-cli >/dev/null; then
-    [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]
-  else
-    # No client installed: a bare TCP connect is enough to know something listens.
-    (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null
-  fi
-}
+POLICY=/usr/sbin/policy-rc.d
+our_policy=""
+remove_policy() { if [ -n "$our_policy" ]; then as_root rm -f "$POLICY"; fi; }
+trap remove_policy EXIT
 
 apt_updated=""
 apt_install() {
-  [ -n "$apt_updated" ] || { as_root apt-get update -q; apt_updated=1; }
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
-}
-
-wait_for() {  # wait_for NAME CHECK_FUNCTION
-  for _ in $(seq 1 30); do "$2" && return 0; sleep 0.5; done
-  say "$1 did not come up"; return 1
-}
-
-# --- PostgreSQL ---------------------------------------------------------------------------------
-if pg_up; then
-  say "PostgreSQL is reachable on $PG_HOST:$PG_PORT"
-else
-  say "PostgreSQL is not reachable on $PG_HOST:$PG_PORT; installing/starting it"
-  command -v pg_ctlcluster >/dev/null || apt_install postgresql
-  version="$(ls /etc/postgresql | sort -V | tail -n1)"
-  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
-  wait_for PostgreSQL pg_up
-  # Tests connect as postgres without a password over TCP; allow that for localhost only.
-  hba="/etc/postgresql/$version/main/pg_hba.conf"
-  if ! as_root grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
-    say "enabling trust authentication for 127.0.0.1 in $hba (test machine only)"
-    as_root sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
-    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  if [ ! -e "$POLICY" ]; then
+    say "holding back service starts during the install ($POLICY, removed afterwards)"
+    printf '#!/bin/sh\n# test-services.sh: install only, start nothing.\nexit 101\n' |
+      as_root tee "$POLICY" >/dev/null
+    as_root chmod 755 "$POLICY"
+    our_policy=1
   fi
-  say "PostgreSQL started"
+  [ -n "$apt_updated" ] || { as_root apt-get update -q; apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+have_postgres() {
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null
+}
+have_redis() { command -v redis-server >/dev/null; }
+have_nginx() { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }
+
+missing=()
+have_postgres || missing+=(postgresql)
+have_redis || missing+=(redis-server)
+have_nginx || missing+=(nginx)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing Debian's ${missing[*]}"
+  apt_install "${missing[@]}"
 fi
 
-if psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$TEST_DB'" | grep -q 1; then
-  say "database $TEST_DB exists"
-else
-  psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -qc "CREATE DATABASE $TEST_DB"
-  say "created database $TEST_DB"
-fi
-
-# --- Redis --------------------------------------------------------------------------------------
-if redis_up; then
-  say "Redis is reachable on 127.0.0.1:$REDIS_PORT"
-else
-  say "Redis is not reachable on 127.0.0.1:$REDIS_PORT; installing/starting it"
-  command -v redis-server >/dev/null || apt_install redis-server
-  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no
-  wait_for Redis redis_up
-  say "Redis started"
-fi
+have_postgres && have_redis && have_nginx || { say "a server binary is still missing"; exit 1; }
+say "PostgreSQL, redis-server and nginx binaries present (the suite runs private instances)"

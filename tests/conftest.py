@@ -8,8 +8,14 @@ from app import create_app
 from app.config import TestConfig
 from app.extensions import db
 from app.models import User
+from tests.support import services
 from tests.support.forms import csrf_token_from
 from tests.support.live import LiveServer, live_login, start_live_server
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the private PostgreSQL and Redis (tests/support/services.py), pass or fail."""
+    services.stop_all()
+
 
 #: Accounts every ``app`` starts with: (username, password, role).
 USERS = (

@@ -1,12 +1,11 @@
 """The models behave the same on SQLite (development) and PostgreSQL (production).
 
-The PostgreSQL run uses the local server (see scripts/test-services.sh) in a schema of its own,
-dropped afterwards. If the server is down the run fails under CI and is skipped elsewhere.
+The PostgreSQL run uses the suite's private server (tests/support/services.py) in a schema of its
+own, dropped afterwards.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import timedelta
 
@@ -19,37 +18,23 @@ from app.auth import throttle
 from app.config import TestConfig
 from app.extensions import db
 from app.models import LoginAttempt, User, utcnow
-
-#: The local test server; override with TIDINGS_TEST_POSTGRES_URL.
-POSTGRES_URL = os.environ.get(
-    "TIDINGS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/tidings_test"
-)
-
+from tests.support import services
 
 def postgres_schema_url():
     """Create a throwaway schema; return (url that uses it, function that drops it)."""
-    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.begin() as connection:
-            schema = f"test_{uuid.uuid4().hex[:12]}"
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        reason = (
-            f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc.orig}). "
-            "Run scripts/test-services.sh (make test does) to install and start it."
-        )
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip("!!! SKIPPING POSTGRESQL MODEL TESTS !!! " + reason)
+    url = services.POSTGRES_URL
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+    with engine.begin() as connection:
+        schema = f"test_{uuid.uuid4().hex[:12]}"
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
 
     def drop():
         with engine.begin() as connection:
             connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
 
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}", drop
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}", drop
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

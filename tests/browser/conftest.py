@@ -24,6 +24,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.support import services
 from tests.support.live import ROOT, LiveServer, start_live_server
 
 #: Debian's package; Playwright's own browser downloads are unreachable here (registries only).
@@ -92,7 +93,7 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
         tmp_path_factory.mktemp("browser"),
         workers=2,
         env={
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_URL": services.REDIS_URL,
             "REALTIME_REDIS_CHANNEL": f"tidings-browser-{uuid.uuid4().hex[:12]}",
             "REALTIME_HEARTBEAT": "2",
         },

@@ -15,6 +15,7 @@ import requests
 import websocket
 from sqlalchemy import create_engine, text
 
+from tests.support import services
 from tests.support.live import LiveServer, live_login, start_live_server
 from tests.support.sockets import Client
 
@@ -28,7 +29,7 @@ def server(tmp_path_factory):
         tmp_path_factory.mktemp("chat"),
         workers=2,
         env={
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_URL": services.REDIS_URL,
             "REALTIME_REDIS_CHANNEL": f"tidings-chat-test-{os.getpid()}-{time.time_ns()}",
             "CHAT_PRESENCE_TTL": "3",
             "REALTIME_HEARTBEAT": "2",

@@ -18,11 +18,10 @@ from app.extensions import db
 from app.models import User
 from app.notifications import service
 from app.notifications.models import Notification
+from tests.support import services
 from tests.support.forms import csrf_token_from
 from tests.support.live import live_login, start_live_server
 from tests.support.sockets import Client
-
-REDIS = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def server(tmp_path_factory):
     live = start_live_server(
         tmp_path_factory.mktemp("notifications-live"),
         workers=2,
-        env={"REDIS_URL": REDIS, "REALTIME_SWEEP_INTERVAL": "1",
+        env={"REDIS_URL": services.REDIS_URL, "REALTIME_SWEEP_INTERVAL": "1",
              "REALTIME_REDIS_CHANNEL": f"tidings-test-notifications-{os.getpid()}"},
     )
     yield live
@@ -43,7 +42,7 @@ def site(server):
     channel: the way ``flask notify`` or a background job runs beside the web workers."""
     config = Config()
     config.SQLALCHEMY_DATABASE_URI = server.env["DATABASE_URL"]
-    config.REDIS_URL = REDIS
+    config.REDIS_URL = services.REDIS_URL
     config.REALTIME_REDIS_CHANNEL = server.env["REALTIME_REDIS_CHANNEL"]
     config.DEMO_ACCOUNTS = False
     app = create_app(config)

@@ -12,6 +12,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.realtime.test_delivery import clients_on_both_workers
+from tests.support import services
 from tests.support.live import live_login, start_live_server
 from tests.support.sockets import Client, publisher
 
@@ -25,7 +26,7 @@ def cluster(tmp_path_factory):
     live = start_live_server(
         tmp_path_factory.mktemp("ops"),
         workers=2,
-        env={"REDIS_URL": "redis://127.0.0.1:6379/0",
+        env={"REDIS_URL": services.REDIS_URL,
              "REALTIME_REDIS_CHANNEL": f"tidings-ops-{uuid.uuid4().hex}",
              "REALTIME_CLUSTER_INTERVAL": INTERVAL},
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support import services
 from tests.support.live import start_live_server
 
 #: Fast heartbeats so dead-peer tests finish quickly, and a fast sweep of the log.
@@ -24,7 +25,7 @@ def redis_server(tmp_path_factory):
     live = start_live_server(
         tmp_path_factory.mktemp("rt-two"),
         workers=2,
-        env={**FAST, "REDIS_URL": "redis://127.0.0.1:6379/0",
+        env={**FAST, "REDIS_URL": services.REDIS_URL,
              "REALTIME_REDIS_CHANNEL": f"tidings-test-{id(tmp_path_factory)}"},
     )
     yield live

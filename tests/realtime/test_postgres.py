@@ -10,24 +10,23 @@ import psycopg
 import pytest
 
 from tests.realtime.test_delivery import clients_on_both_workers
+from tests.support import services
 from tests.support.live import start_live_server
 from tests.support.sockets import Client, health, publisher
-
-ADMIN_DSN = os.environ.get("TIDINGS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture
 def postgres_database():
     name = f"tidings_rt_{uuid.uuid4().hex[:10]}"
     try:
-        admin = psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3)
+        admin = psycopg.connect(services.POSTGRES_ADMIN_DSN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
         reason = f"PostgreSQL is not reachable ({exc}); make test starts it (scripts/test-services.sh)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip("!!! SKIPPING POSTGRESQL REALTIME TESTS !!! " + reason)
     admin.execute(f'CREATE DATABASE "{name}"')
-    yield ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
+    yield services.postgres_url(name)
     admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     admin.close()
 
