@@ -105,6 +105,8 @@ class RealtimeState:
             rate=float(self.config["RATE"]),
             burst=int(self.config["BURST"]),
             flood_close_after=int(self.config["FLOOD_CLOSE_AFTER"]),
+            max_fragments=int(self.config["MAX_FRAGMENTS"]),
+            message_timeout=float(self.config["MESSAGE_TIMEOUT"]),
         )
         self.hub = Hub()
         self.accepting = True

@@ -30,17 +30,24 @@ HANDSHAKES_PER_MINUTE = 60
 RETRY_AFTER = 5
 #: Seconds between server heartbeats (a WebSocket ping plus an ``hb`` message for browsers).
 HEARTBEAT = 25.0
-#: Largest inbound message in bytes; a larger one closes the socket with 1009.
+#: Largest inbound message in UTF-8 bytes (as sent, not characters); a larger one closes the
+#: socket with 1009.
 MAX_MESSAGE_BYTES = 64 * 1024
+#: Frames one inbound message may be split into; more closes the socket with 1008.
+MAX_FRAGMENTS = 32
+#: Seconds a message may stay unfinished (its first frame in, its last not); then 1008.
+MESSAGE_TIMEOUT = 10.0
 #: Bytes a connection may have queued for a client that does not read, before it is cut off (4008).
 OUTBOX_BYTES = 1024 * 1024
 #: Seconds a queued frame may wait for a client that does not read, before it is cut off (4008).
 SEND_TIMEOUT = 10.0
-#: Inbound messages per second a connection may send on average ...
+#: Inbound frames per second a connection may send on average (every frame counts: a message's
+#: continuation frames, pings and pongs too) ...
 RATE = 20.0
-#: ... with bursts up to this many; excess messages get a ``rate_limited`` error frame.
+#: ... with bursts up to this many; an excess message gets a ``rate_limited`` error frame, an
+#: excess ping no pong.
 BURST = 40
-#: Refused messages after which a flooding connection is closed (4029).
+#: Refused frames after which a flooding connection is closed (4029).
 FLOOD_CLOSE_AFTER = 100
 #: Rows read per query when a client catches up from its cursor.
 REPLAY_PAGE = 500

@@ -152,7 +152,7 @@ def start_connection(ext: Realtime, state: RealtimeState, ws: Any, identity: Any
     kept = {key: environ[key] for key in _KEPT if key in environ}
     kept.update({key: value for key, value in environ.items() if key.startswith("HTTP_")})
     conn = Connection(
-        adopt_socket(ws.sock), ws.ws, identity, state.limits, state.reactor, worker=state.worker
+        adopt_socket(ws.sock), ws.ws, identity, state.limits, state.reactor
     )
     conn.environ = kept
     conn.schedule = state.commands.schedule
