@@ -26,6 +26,14 @@ MAX_SOCKETS_PER_USER = 20
 #: Handshakes one user may make per minute in one worker; past it 429. A flooder closed with 4029
 #: cannot simply reconnect for a fresh allowance, while a restart's reconnect of many tabs passes.
 HANDSHAKES_PER_MINUTE = 60
+#: Sockets one client address may hold in one worker (open or still in their handshake), however
+#: many accounts it signs up; past it 429. The address is ``request.remote_addr``: behind a
+#: proxy, install ProxyFix for the trusted hops, or every client shares the proxy's address.
+#: Raise it where many people share one address (a company's NAT); 0 turns it off.
+MAX_SOCKETS_PER_ADDRESS = 200
+#: Handshakes one client address may attempt per minute in one worker (refused ones too, before
+#: any session lookup); past it 429. 0 turns it off.
+HANDSHAKES_PER_MINUTE_PER_ADDRESS = 600
 #: Seconds a refused client is told to wait (``Retry-After``) when the worker is full.
 RETRY_AFTER = 5
 #: Seconds between server heartbeats (a WebSocket ping plus an ``hb`` message for browsers).
