@@ -123,6 +123,9 @@ def start_tidings(directory: Path, sockets: int, workers: int = 1, redis: bool =
         "DATABASE_URL": f"sqlite:///{directory / 'bench.db'}",
         "TIDINGS_WORKERS": str(workers),
         "REALTIME_MAX_SOCKETS": str(capacity),
+        # Every bench client comes from 127.0.0.1: no per-address limits here.
+        "REALTIME_MAX_SOCKETS_PER_ADDRESS": "0",
+        "REALTIME_HANDSHAKES_PER_MINUTE_PER_ADDRESS": "0",
         # Sockets hold no gunicorn thread: the default page threads (gunicorn.conf.py) serve.
         "BENCH_TOKEN": TOKEN,
         "PYTHONUNBUFFERED": "1",

@@ -60,8 +60,6 @@ class CommandRunner:
         """The reactor ended ``conn``: forget it and run the disconnect hooks (off its thread)."""
         state = self.state
         state.hub.remove(conn)
-        with state._admit_lock:
-            state.admitted -= 1
         state.closed += 1
         code = str(conn.close_code or "peer")
         state.close_codes[code] = state.close_codes.get(code, 0) + 1

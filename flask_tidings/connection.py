@@ -20,17 +20,20 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
+import secrets
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
 from . import frames
+from .inbound import Action, InboundLimits, InboundMeter
 
 if TYPE_CHECKING:
     from wsproto import WSConnection
@@ -40,14 +43,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidings.realtime")
 
 _ids = itertools.count(1)
+_process_tag: tuple[int, str] = (0, "")
 
 #: Close codes this layer sends; docs/protocol.md explains what a client should do with each.
+#: (1008, 1009 and 4029, for what a client sends, are the inbound meter's: see inbound.py.)
 GOING_AWAY = 1001
 UNSUPPORTED_DATA = 1003
-MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
 SLOW_CONSUMER = 4008
-FLOOD = 4029
 SIGNED_OUT = 4001
+
+#: Bytes read from one socket per reactor pass, at most.
+READ_BYTES = 65536
+#: Frames handled for one socket per reactor pass, at most: the rest waits for the next pass,
+#: after every other socket has had its share, and the socket is not read meanwhile.
+FRAMES_PER_PASS = 64
+
+
+def process_tag() -> str:
+    """A random tag for this process, the same for all its connections.
+
+    Connection ids start with it, so a client (or a test) can tell which of its sockets share a
+    worker, while the welcome names neither the host nor the pid. A forked child gets its own.
+    """
+    global _process_tag
+    pid = os.getpid()
+    if _process_tag[0] != pid:
+        _process_tag = (pid, secrets.token_hex(4))
+    return _process_tag[1]
 
 
 @dataclass
@@ -68,6 +91,18 @@ class Limits:
     rate: float
     burst: int
     flood_close_after: int
+    max_fragments: int = 32
+    message_timeout: float = 10.0
+
+    def inbound(self) -> InboundLimits:
+        return InboundLimits(
+            max_message_bytes=self.max_message_bytes,
+            max_fragments=self.max_fragments,
+            message_timeout=self.message_timeout,
+            rate=self.rate,
+            burst=self.burst,
+            flood_close_after=self.flood_close_after,
+        )
 
 
 class StreamState:
@@ -94,9 +129,8 @@ class Connection:
         identity: Identity,
         limits: Limits,
         reactor: Reactor,
-        worker: str = "",
     ):
-        self.id = f"{worker}-{next(_ids)}" if worker else str(next(_ids))
+        self.id = f"{process_tag()}-{next(_ids)}"
         self.sock = sock
         self.ws = ws
         self.identity = identity
@@ -131,12 +165,11 @@ class Connection:
         self.environ: dict[str, Any] = {}
 
         # Reactor-only state.
-        self._parts: list[str] = []
-        self._parts_len = 0
-        self._tokens = float(limits.burst)
-        self._refilled = time.monotonic()
-        self.refused = 0
         self.last_recv = time.monotonic()
+        self.meter = InboundMeter(limits.inbound(), self.last_recv)
+        #: Frames already received but not yet handled (the rest of this socket's share).
+        self._events: Iterator[Event] | None = None
+        self._input_failed = False
         self.next_ping = self.last_recv + limits.heartbeat
 
         self.delivered = 0
@@ -349,31 +382,86 @@ class Connection:
     def stalled_for(self, now: float) -> float:
         return now - self._out_since if self._out else 0.0
 
-    def on_readable(self) -> bool:
-        """Read what arrived; False when the connection is over. Reactor thread only."""
-        try:
-            data = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        if not data:
-            return False
-        self.last_recv = time.monotonic()
-        self.ws.receive_data(data)
-        for event in self.ws.events():
-            if isinstance(event, TextMessage):
-                if not self._on_text(event):
-                    return not self.finished.is_set()
-            elif isinstance(event, Ping):
+    @property
+    def input_pending(self) -> bool:
+        """True while frames already received wait for this socket's next share of the reactor."""
+        return self._events is not None
+
+    def on_readable(self, budget: int = FRAMES_PER_PASS) -> bool:
+        """Handle at most ``budget`` frames; False when the connection is over. Reactor thread only.
+
+        The socket is read only once every frame received before has been handled: a client that
+        sends faster than its share is held back by TCP flow control, not by our memory, and
+        never by the other clients' time.
+        """
+        if self._events is None:
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            self.last_recv = time.monotonic()
+            if self._input_failed:
+                return True  # closing after an error of ours: drain, parse nothing more
+            self.ws.receive_data(data)
+            self._events = iter(self.ws.events())
+        now = time.monotonic()
+        for _ in range(budget):
+            event = next(self._events, None)
+            if event is None:
+                self._events = None
+                return True
+            if isinstance(event, CloseConnection):
+                self._events = None  # wsproto parses nothing after a close
+                return self._on_close(event)
+            if not self.closing and not self.peer_closed:
+                self._on_frame(event, now)
+        return True
+
+    def input_failed(self) -> None:
+        """Handling this socket's input raised: close it with 1011 and read nothing more from it.
+
+        The other sockets of the worker are untouched; the close frame goes out after what is
+        already queued, and the reactor's deadline ends the connection if the client stays.
+        """
+        self._input_failed = True
+        self._events = None
+        self.close(INTERNAL_ERROR, "internal error")
+
+    def _on_frame(self, event: Event, now: float) -> None:
+        if isinstance(event, TextMessage):
+            outcome = self.meter.text(
+                event.data, event.frame_finished, event.message_finished, now, len(self._commands)
+            )
+        elif isinstance(event, (Ping, Pong)):
+            outcome = self.meter.control(now)
+            if outcome.action is Action.PASS and isinstance(event, Ping):
                 with self.lock:
                     self._write_locked(frames.pong(event.payload))
-            elif isinstance(event, CloseConnection):
-                return self._on_close(event)
-            elif isinstance(event, BytesMessage):
-                self.close(UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text")
-                return True
-        return True
+                return
+        elif isinstance(event, BytesMessage):
+            self.close(UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text")
+            return
+        else:
+            return
+        if outcome.action is Action.DELIVER:
+            self.push_command(outcome.text)
+        elif outcome.action is Action.REFUSE:
+            self.send_json(
+                {"type": "error", "code": "rate_limited", "message": "too many messages; slow down"}
+            )
+        elif outcome.action is Action.CLOSE:
+            self.close(outcome.code, outcome.reason)
+
+    def check_overdue(self, now: float) -> None:
+        """Close a connection that left a message unfinished too long (reactor tick)."""
+        if not self.closing:
+            outcome = self.meter.overdue(now)
+            if outcome is not None:
+                self.close(outcome.code, outcome.reason)
 
     def _on_close(self, event: CloseConnection) -> bool:
         if self.closing:
@@ -386,40 +474,6 @@ class Connection:
             code = 1000
         self.close(code, event.reason or "")
         return True
-
-    def _on_text(self, event: TextMessage) -> bool:
-        self._parts_len += len(event.data)
-        if self._parts_len > self.limits.max_message_bytes:
-            self._parts, self._parts_len = [], 0
-            self.close(MESSAGE_TOO_BIG, f"message over {self.limits.max_message_bytes} bytes")
-            return False
-        self._parts.append(event.data)
-        if not event.message_finished:
-            return True
-        text = "".join(self._parts)
-        self._parts, self._parts_len = [], 0
-        if not self._take_token():
-            self.refused += 1
-            if self.refused > self.limits.flood_close_after:
-                self.close(FLOOD, "too many messages")
-                return False
-            self.send_json(
-                {"type": "error", "code": "rate_limited", "message": "too many messages; slow down"}
-            )
-            return True
-        self.push_command(text)
-        return True
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(
-            float(self.limits.burst), self._tokens + (now - self._refilled) * self.limits.rate
-        )
-        self._refilled = now
-        if self._tokens >= 1.0 and len(self._commands) < self.limits.burst:
-            self._tokens -= 1.0
-            return True
-        return False
 
     # ------------------------------------------------------------------ session thread side
 

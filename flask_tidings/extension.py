@@ -9,7 +9,6 @@ import re
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +18,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from . import settings as defaults
+from .admission import Admission, AdmissionLimits
 from .adoption import check_server_support
 from .brokers import Broker, DatabaseBroker, MemoryBroker, PostgresBroker, RedisBroker
 from .cluster import ClusterReporter
@@ -179,17 +179,28 @@ class RealtimeState:
             rate=float(self.config["RATE"]),
             burst=int(self.config["BURST"]),
             flood_close_after=int(self.config["FLOOD_CLOSE_AFTER"]),
+            max_fragments=int(self.config["MAX_FRAGMENTS"]),
+            message_timeout=float(self.config["MESSAGE_TIMEOUT"]),
         )
         self.hub = Hub()
         self.accepting = True
-        self.admitted = 0
+        self.admission = Admission(
+            AdmissionLimits(
+                capacity=int(self.config["MAX_SOCKETS"]),
+                per_user=int(self.config["MAX_SOCKETS_PER_USER"]),
+                per_address=int(self.config["MAX_SOCKETS_PER_ADDRESS"]),
+                handshakes_per_minute=int(self.config["HANDSHAKES_PER_MINUTE"]),
+                handshakes_per_minute_per_address=int(
+                    self.config["HANDSHAKES_PER_MINUTE_PER_ADDRESS"]
+                ),
+                retry_after=int(self.config["RETRY_AFTER"]),
+            )
+        )
         self.refused_capacity = 0
         self.refused_auth = 0
         self.opened = 0
         self.closed = 0
         self.close_codes: dict[str, int] = {}
-        self._admit_lock = threading.Lock()
-        self._handshakes: dict[str, deque[float]] = {}
         self._started_pid: int | None = None
         self._broker_pid: int | None = None
         self._start_lock = threading.Lock()
@@ -244,22 +255,6 @@ class RealtimeState:
                 "or database."
             )
         return kind
-
-    def handshake_allowed(self, user_id: str) -> bool:
-        """Count this user's handshakes in the last minute (per worker, in memory)."""
-        now = time.monotonic()
-        limit = int(self.config["HANDSHAKES_PER_MINUTE"])
-        with self._admit_lock:
-            recent = self._handshakes.setdefault(user_id, deque())
-            while recent and now - recent[0] > 60:
-                recent.popleft()
-            if len(recent) >= limit:
-                return False
-            recent.append(now)
-            if len(self._handshakes) > 10000:  # forget idle users now and then
-                for key in [k for k, v in self._handshakes.items() if not v]:
-                    del self._handshakes[key]
-            return True
 
     def adopt_worker_count(self, workers: int) -> None:
         """gunicorn tells us how many workers really run (``-w`` may bypass the config)."""
@@ -349,8 +344,13 @@ class RealtimeState:
 
     def _control(self, message: dict[str, Any]) -> None:
         if message.get("op") == "disconnect_user":
-            for conn in self.hub.user_connections(str(message["user"])):
-                conn.close(int(message.get("code", SIGNED_OUT)), str(message.get("reason", "")))
+            code = int(message.get("code", SIGNED_OUT))
+            reason = str(message.get("reason", ""))
+            # Remembered with the time, so a handshake still in flight is closed on arrival.
+            for conn in self.hub.disconnect_user(
+                str(message["user"]), code, reason, time.monotonic()
+            ):
+                conn.close(code, reason)
         elif message.get("op") == "stats":
             self.cluster.receive(message)  # ops (issue 9): another worker's figures
 

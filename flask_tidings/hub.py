@@ -13,18 +13,46 @@ from collections import defaultdict
 from . import frames
 from .connection import Connection
 
+#: Seconds a user's disconnect (logout, deactivation) is remembered, so that a handshake that
+#: was already in flight when it arrived is closed as soon as its connection registers.
+REVOCATION_MEMORY = 300.0
+
 
 class Hub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: dict[str, set[Connection]] = defaultdict(set)
         self._users: dict[str, set[Connection]] = defaultdict(set)
+        self._revoked: dict[str, tuple[float, int, str]] = {}
         self.published = 0
         self.delivered_live = 0
 
-    def add(self, conn: Connection) -> None:
+    def add(self, conn: Connection, since: float | None = None) -> tuple[int, str] | None:
+        """Register ``conn``, whose handshake began at ``since`` (``time.monotonic()``).
+
+        Returns ``(code, reason)`` if its user was disconnected after that moment: the handshake
+        authenticated a session that no longer exists, and the caller closes the connection.
+        Registering and checking happen under the lock :meth:`disconnect_user` takes, so a
+        disconnect either finds the connection here or is found by it, never neither.
+        """
+        user = conn.identity.user_id
         with self._lock:
-            self._users[conn.identity.user_id].add(conn)
+            self._users[user].add(conn)
+            revoked = self._revoked.get(user)
+        if since is not None and revoked is not None and revoked[0] >= since:
+            return revoked[1], revoked[2]
+        return None
+
+    def disconnect_user(
+        self, user_id: str, code: int, reason: str, now: float
+    ) -> list[Connection]:
+        """Remember that ``user_id`` was disconnected at ``now``; their connections, to close."""
+        with self._lock:
+            self._revoked[user_id] = (now, code, reason)
+            if len(self._revoked) > 1024:
+                for key in [k for k, v in self._revoked.items() if now - v[0] > REVOCATION_MEMORY]:
+                    del self._revoked[key]
+            return list(self._users.get(user_id, ()))
 
     def remove(self, conn: Connection) -> None:
         with self._lock:

@@ -17,9 +17,10 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from . import frames
-from .connection import GOING_AWAY, SLOW_CONSUMER, Connection
+from .connection import FRAMES_PER_PASS, GOING_AWAY, SLOW_CONSUMER, Connection
 
 log = logging.getLogger("tidings.realtime")
 
@@ -38,7 +39,10 @@ class Reactor:
         self._commands: deque[tuple[str, Connection | None]] = deque()
         self._conns: set[Connection] = set()
         self._writing: set[Connection] = set()
+        #: Connections with frames received but not yet handled (they wait for their next share).
+        self._backlog: set[Connection] = set()
         self.cut_offs = 0
+        self.connection_errors = 0
         self.dead_peers = 0
         self.stopping = False
         self._thread = threading.Thread(target=self._run, name="tidings-reactor", daemon=True)
@@ -81,26 +85,65 @@ class Reactor:
         next_tick = time.monotonic() + TICK
         while True:
             try:
-                timeout = max(0.0, next_tick - time.monotonic())
+                # Sockets with frames left over from their last share are served again at once.
+                timeout = 0.0 if self._backlog else max(0.0, next_tick - time.monotonic())
+                served: set[Connection] = set()
                 for key, mask in self._selector.select(timeout):
                     conn = key.data
                     if conn is None:
                         self._drain_wakeups()
                         continue
                     if mask & selectors.EVENT_WRITE:
-                        self._flush(conn)
+                        self._guarded(self._flush, conn)
                     if mask & selectors.EVENT_READ and conn in self._conns:
-                        if not conn.on_readable():
-                            self._finish(conn)
+                        served.add(conn)
+                        self._read(conn)
+                for conn in [c for c in self._backlog if c not in served]:
+                    self._read(conn)
                 while self._commands:
                     op, conn = self._commands.popleft()
-                    self._apply(op, conn)
+                    if conn is None:
+                        self._apply(op, conn)
+                    else:
+                        self._guarded(lambda c: self._apply(op, c), conn)
                 now = time.monotonic()
                 if now >= next_tick:
                     self._tick(now)
                     next_tick = now + TICK
             except Exception:  # keep serving every other socket whatever one of them did
                 log.exception("realtime reactor error")
+
+    def _read(self, conn: Connection) -> None:
+        """One share of the loop for one socket: a bounded read and a bounded number of frames."""
+        try:
+            alive = conn.on_readable(FRAMES_PER_PASS)
+        except Exception:
+            self._fail(conn)
+            return
+        if not alive:
+            self._finish(conn)
+        elif conn.input_pending and conn in self._conns:
+            self._backlog.add(conn)
+        else:
+            self._backlog.discard(conn)
+
+    def _guarded(self, step: Callable[[Connection], None], conn: Connection) -> None:
+        """Run one connection's step; if it raises, only that connection pays (closed, 1011)."""
+        try:
+            step(conn)
+        except Exception:
+            self._fail(conn)
+
+    def _fail(self, conn: Connection) -> None:
+        # Called while an exception of this one connection is being handled: log it, close the
+        # connection with 1011 and carry on with the others (never the whole loop's handler).
+        log.exception("realtime connection failed conn=%s", conn.id)
+        self.connection_errors += 1
+        self._backlog.discard(conn)
+        try:
+            conn.input_failed()
+        except Exception:
+            self._finish(conn)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -147,6 +190,7 @@ class Reactor:
             return
         self._conns.discard(conn)
         self._writing.discard(conn)
+        self._backlog.discard(conn)
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
@@ -162,28 +206,32 @@ class Reactor:
 
     def _tick(self, now: float) -> None:
         for conn in list(self._conns):
-            if conn.closing:
-                if now > conn.close_deadline:
-                    self._finish(conn)
-                continue
-            stalled = conn.stalled_for(now)
-            if stalled > conn.limits.send_timeout:
-                with conn.lock:
-                    conn._cut_off_locked()
-                continue
-            heartbeat = conn.limits.heartbeat
-            if now - conn.last_recv > 2 * heartbeat:
-                # Two heartbeats without a pong (or anything else): the peer is gone, or stopped
-                # reading. Queue a close it would understand if it ever reads, and drop it now.
-                self.dead_peers += 1
-                with conn.lock:
-                    conn._write_locked(frames.close(SLOW_CONSUMER, "heartbeat timeout: resume"))
-                    conn.writable = False
-                conn.close_code, conn.close_reason = SLOW_CONSUMER, "heartbeat timeout"
+            self._guarded(lambda c: self._tick_one(c, now), conn)
+
+    def _tick_one(self, conn: Connection, now: float) -> None:
+        if conn.closing:
+            if now > conn.close_deadline:
                 self._finish(conn)
-                continue
-            if now >= conn.next_ping:
-                conn.next_ping = now + heartbeat
-                with conn.lock:
-                    conn._write_locked(frames.ping())
-                    conn._write_locked(frames.text('{"type":"hb"}'))
+            return
+        stalled = conn.stalled_for(now)
+        if stalled > conn.limits.send_timeout:
+            with conn.lock:
+                conn._cut_off_locked()
+            return
+        heartbeat = conn.limits.heartbeat
+        if now - conn.last_recv > 2 * heartbeat:
+            # Two heartbeats without a pong (or anything else): the peer is gone, or stopped
+            # reading. Queue a close it would understand if it ever reads, and drop it now.
+            self.dead_peers += 1
+            with conn.lock:
+                conn._write_locked(frames.close(SLOW_CONSUMER, "heartbeat timeout: resume"))
+                conn.writable = False
+            conn.close_code, conn.close_reason = SLOW_CONSUMER, "heartbeat timeout"
+            self._finish(conn)
+            return
+        conn.check_overdue(now)
+        if now >= conn.next_ping:
+            conn.next_ping = now + heartbeat
+            with conn.lock:
+                conn._write_locked(frames.ping())
+                conn._write_locked(frames.text('{"type":"hb"}'))

@@ -26,21 +26,36 @@ MAX_SOCKETS_PER_USER = 20
 #: Handshakes one user may make per minute in one worker; past it 429. A flooder closed with 4029
 #: cannot simply reconnect for a fresh allowance, while a restart's reconnect of many tabs passes.
 HANDSHAKES_PER_MINUTE = 60
+#: Sockets one client address may hold in one worker (open or still in their handshake), however
+#: many accounts it signs up; past it 429. The address is ``request.remote_addr``: behind a
+#: proxy, install ProxyFix for the trusted hops, or every client shares the proxy's address.
+#: Raise it where many people share one address (a company's NAT); 0 turns it off.
+MAX_SOCKETS_PER_ADDRESS = 200
+#: Handshakes one client address may attempt per minute in one worker (refused ones too, before
+#: any session lookup); past it 429. 0 turns it off.
+HANDSHAKES_PER_MINUTE_PER_ADDRESS = 600
 #: Seconds a refused client is told to wait (``Retry-After``) when the worker is full.
 RETRY_AFTER = 5
 #: Seconds between server heartbeats (a WebSocket ping plus an ``hb`` message for browsers).
 HEARTBEAT = 25.0
-#: Largest inbound message in bytes; a larger one closes the socket with 1009.
+#: Largest inbound message in UTF-8 bytes (as sent, not characters); a larger one closes the
+#: socket with 1009.
 MAX_MESSAGE_BYTES = 64 * 1024
+#: Frames one inbound message may be split into; more closes the socket with 1008.
+MAX_FRAGMENTS = 32
+#: Seconds a message may stay unfinished (its first frame in, its last not); then 1008.
+MESSAGE_TIMEOUT = 10.0
 #: Bytes a connection may have queued for a client that does not read, before it is cut off (4008).
 OUTBOX_BYTES = 1024 * 1024
 #: Seconds a queued frame may wait for a client that does not read, before it is cut off (4008).
 SEND_TIMEOUT = 10.0
-#: Inbound messages per second a connection may send on average ...
+#: Inbound frames per second a connection may send on average (every frame counts: a message's
+#: continuation frames, pings and pongs too) ...
 RATE = 20.0
-#: ... with bursts up to this many; excess messages get a ``rate_limited`` error frame.
+#: ... with bursts up to this many; an excess message gets a ``rate_limited`` error frame, an
+#: excess ping no pong.
 BURST = 40
-#: Refused messages after which a flooding connection is closed (4029).
+#: Refused frames after which a flooding connection is closed (4029).
 FLOOD_CLOSE_AFTER = 100
 #: Rows read per query when a client catches up from its cursor.
 REPLAY_PAGE = 500

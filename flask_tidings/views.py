@@ -1,20 +1,21 @@
 """The socket endpoint: checks before the upgrade, then hand the socket to the reactor.
 
-flask-sock accepts the WebSocket before the route function runs, so every refusal (not logged in,
-foreign ``Origin``, worker full, too many tabs) happens in ``before_request``, while the answer
-can still be a plain HTTP status.
+flask-sock accepts the WebSocket before the route function runs, so every refusal (a malformed
+handshake, not logged in, foreign ``Origin``, worker full, too many tabs or connections from one
+address) happens in ``before_request``, while the answer can still be a plain HTTP status with a
+JSON body. The decisions themselves are admission.py's.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_sock import Sock
 
+from .admission import Refusal, Ticket, handshake_refusal, origin_allowed
 from .adoption import take_over
 from .connection import Connection
 
@@ -32,14 +33,11 @@ def _refuse(status: int, message: str, retry_after: int | None = None) -> Respon
     return response
 
 
-def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
-    if origin is None:
-        return True  # not a browser: browsers always send Origin on a WebSocket handshake
-    if origin in allowed:
-        return True
-    own = urlsplit(request.host_url)
-    theirs = urlsplit(origin)
-    return (theirs.scheme, theirs.netloc) in {("http", own.netloc), ("https", own.netloc)}
+def _answer(refusal: Refusal) -> Response:
+    response = _refuse(refusal.status, refusal.message, refusal.retry_after)
+    for name, value in refusal.headers:
+        response.headers[name] = value
+    return response
 
 
 def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
@@ -65,15 +63,17 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
     def admit() -> Response | None:
         if request.endpoint != "realtime.socket":
             return None
+        # Before the session is read: a logout that arrives from now on must end this socket.
+        g._realtime_since = time.monotonic()
         return _refusal(ext, state, reserve=True)
 
     @bp.teardown_request
     def release(_exc: BaseException | None) -> None:
-        # A handshake that was admitted but never became a connection gives its slot back; an
-        # adopted connection gives it back when it ends.
-        if g.pop("_realtime_identity", None) is not None and not g.pop("_realtime_adopted", False):
-            with state._admit_lock:
-                state.admitted -= 1
+        # A handshake that was admitted but never became a connection gives its slots back; an
+        # adopted connection gives them back when it ends.
+        ticket = g.pop("_realtime_ticket", None)
+        if ticket is not None and not g.pop("_realtime_adopted", False):
+            ticket.release()
 
     @sock.route(config["URL"], bp=bp)
     def socket(ws: Any) -> None:
@@ -81,7 +81,9 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
         # What the handshake used (above all a database session holding a pooled connection)
         # is released now; commands run later in request contexts of their own.
         current_app.do_teardown_appcontext()
-        conn, held = start_connection(ext, state, ws, identity)
+        conn, held = start_connection(
+            ext, state, ws, identity, g._realtime_ticket, g._realtime_since
+        )
         g._realtime_adopted = True
         if held:
             # A server whose connection cannot be adopted (see adoption.py): the reactor still
@@ -93,29 +95,43 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
 
 
 def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | None:
-    """Every check that runs before the upgrade; with ``reserve`` a slot is taken on success."""
+    """Every check that runs before the upgrade; with ``reserve`` the slots are taken on success.
+
+    Cheap checks first: a malformed handshake or an address over its rate costs no session
+    lookup.
+    """
     config = state.config
+    now = time.monotonic()
+    address = request.remote_addr
+    if reserve:
+        refusal = handshake_refusal(request.method, request.headers)
+        if refusal is None:
+            refusal = state.admission.attempt(address, now)
+        if refusal is not None:
+            log.info("socket refused: %s status=%s", refusal.reason, refusal.status)
+            return _answer(refusal)
     identity = ext.current_identity()
     if identity is None:
         state.refused_auth += 1
         log.info("socket refused: not logged in")
         return _refuse(401, "Log in to open a realtime connection.")
     origin = request.headers.get("Origin")
-    if not _origin_allowed(origin, list(config["ALLOWED_ORIGINS"])):
+    own = f"{request.scheme}://{request.host}"
+    if not origin_allowed(origin, own, list(config["ALLOWED_ORIGINS"])):
         state.refused_auth += 1
         log.info("socket refused: origin %s user=%s", origin, identity.user_id)
         return _refuse(403, "This origin may not open a realtime connection.")
     state.ensure_started()
     _warn_without_gunicorn_hook()
-    retry = int(config["RETRY_AFTER"])
     if not state.accepting:
-        return _refuse(503, "This server is restarting; reconnect shortly.", retry)
-    if len(state.hub.user_connections(identity.user_id)) >= int(config["MAX_SOCKETS_PER_USER"]):
-        return _refuse(429, "Too many open tabs for this account.", retry)
-    if reserve and not state.handshake_allowed(identity.user_id):
-        return _refuse(429, "Too many connection attempts; wait a minute.", 60)
-    with state._admit_lock:
-        if state.admitted >= int(config["MAX_SOCKETS"]):
+        return _refuse(503, "This server is restarting; reconnect shortly.",
+                       int(config["RETRY_AFTER"]))
+    if not reserve:
+        refusal = state.admission.check(identity.user_id, address)
+        return _answer(refusal) if refusal is not None else None
+    ticket = state.admission.reserve(identity.user_id, address, now)
+    if isinstance(ticket, Refusal):
+        if ticket.reason == "capacity":
             state.refused_capacity += 1
             log.warning(
                 "socket refused: capacity %s reached user=%s worker=%s",
@@ -123,14 +139,14 @@ def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | N
                 identity.user_id,
                 state.worker,
             )
-            return _refuse(503, "Realtime capacity reached; retry shortly.", retry)
-        if reserve:
-            state.admitted += 1
-    if reserve:
-        g._realtime_identity = identity
-        # One compressor per socket costs memory, and a shared frame cannot be compressed
-        # per socket: decline permessage-deflate by not letting the handshake see the offer.
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        else:
+            log.info("socket refused: %s user=%s", ticket.reason, identity.user_id)
+        return _answer(ticket)
+    g._realtime_ticket = ticket
+    g._realtime_identity = identity
+    # One compressor per socket costs memory, and a shared frame cannot be compressed
+    # per socket: decline permessage-deflate by not letting the handshake see the offer.
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
     return None
 
 
@@ -150,43 +166,56 @@ _KEPT = (
 
 
 def start_connection(
-    ext: Realtime, state: RealtimeState, ws: Any, identity: Any
+    ext: Realtime, state: RealtimeState, ws: Any, identity: Any, ticket: Ticket, since: float
 ) -> tuple[Connection, bool]:
     """Register the connection and hand it to the reactor; True when the server's thread must
     stay with it (see :func:`adoption.take_over`)."""
     # flask-sock's own close() after we return must not write: the socket is ours now.
     ws.connected = False
-    assert state.reactor is not None
+    assert state.reactor is not None and state.commands is not None
     environ = request.environ
     kept = {key: environ[key] for key in _KEPT if key in environ}
     kept.update({key: value for key, value in environ.items() if key.startswith("HTTP_")})
     sock, held = take_over(ws)
-    conn = Connection(sock, ws.ws, identity, state.limits, state.reactor, worker=state.worker)
+    conn = Connection(sock, ws.ws, identity, state.limits, state.reactor)
     conn.environ = kept
     conn.schedule = state.commands.schedule
-    conn.on_finished = state.commands.finished
-    state.hub.add(conn)
-    try:
-        conn.send_json(
-            {
-                "type": "welcome",
-                "conn": conn.id,
-                "user": identity.user_id,
-                "streams": ext.default_streams(identity),
-                "heartbeat": state.limits.heartbeat,
-                "max_message_bytes": state.limits.max_message_bytes,
-            }
-        )
-        for hook in ext._connect_hooks:
-            safe_hook(hook, conn)
-        state.reactor.add(conn)
-    except BaseException:
-        # Not handed to the reactor: nobody else would ever forget this connection.
-        state.hub.remove(conn)
-        conn.sock.close()
-        raise
+    commands = state.commands
+
+    def finished(conn: Connection) -> None:
+        ticket.release()
+        commands.finished(conn)
+
+    conn.on_finished = finished
+    revoked = state.hub.add(conn, since)
+    # Counted and logged before the reactor sees it: the reactor may end it at once (a client
+    # that closes straight away), and its close must come after its open, in the log too.
     state.opened += 1
     log.info("socket open conn=%s user=%s worker=%s", conn.id, identity.user_id, state.worker)
+    try:
+        if revoked is not None:
+            # Signed out (or deactivated) while this handshake was in flight.
+            conn.close(*revoked)
+        else:
+            conn.send_json(
+                {
+                    "type": "welcome",
+                    "conn": conn.id,
+                    "user": identity.user_id,
+                    "streams": ext.default_streams(identity),
+                    "heartbeat": state.limits.heartbeat,
+                    "max_message_bytes": state.limits.max_message_bytes,
+                }
+            )
+            for hook in ext._connect_hooks:
+                safe_hook(hook, conn)
+        state.reactor.add(conn)
+    except BaseException:
+        # Not handed to the reactor: end it here, once, as the reactor would have (the hub
+        # forgets it, its slots are given back, its close is counted and logged).
+        conn.sock.close()
+        conn.mark_finished()
+        raise
     return conn, held
 
 

@@ -91,11 +91,13 @@ def login():
 @login_required
 def logout():
     # POST only (with the CSRF token) so another site cannot log people out with an <img> tag.
-    # Open sockets keep the session they were opened with, so close them in every worker.
-    realtime.disconnect_user(current_user, reason="signed out")
     # Sessions are signed cookies: bump the version so copies of this one die too.
     current_user.end_sessions()
     db.session.commit()
+    # Open sockets keep the session they were opened with, so close them in every worker. After
+    # the commit: a handshake that reads the session from now on is refused, and one that read
+    # it before is closed by this (the realtime layer remembers when it arrived).
+    realtime.disconnect_user(current_user, reason="signed out")
     logout_user()
     session.clear()
     flash("You have been logged out.", "info")

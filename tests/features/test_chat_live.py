@@ -310,7 +310,7 @@ def test_users_of_a_killed_worker_drop_out_of_presence(server, http, rooms, tabs
     alice.event("chat.presence", room, lambda d: names(d["online"]) == {"alice", "bob"})
     alice.inbox.clear()  # an earlier {"alice"} list must not count as the drop
 
-    os.kill(int(bob.worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    os.kill(bob.client.pid, signal.SIGKILL)
     # Nobody runs bob's disconnect hook: only the expiry can take him out.
     dropped = alice.event("chat.presence", room, lambda d: names(d["online"]) == {"alice"},
                           timeout=15)

@@ -67,13 +67,13 @@ def test_an_admin_sees_sockets_on_both_workers_come_and_go(cluster):
     admin = Client(cluster, live_login(cluster, "admin", "admin-demo-pass"))
     try:
         assert admin.subscribe("ops:cluster")["type"] == "subscribed"
-        workers = {s.worker for s in sockets}
+        workers = {s.pid for s in sockets}
         assert len(workers) == 2
 
         busy = watch(admin, lambda v: v["totals"]["workers"] == 2
                      and v["totals"]["sockets"] >= len(sockets) + 1
                      and "alice" in v["users"])
-        assert {row["worker"] for row in busy["workers"]} == workers
+        assert {int(row["worker"].rsplit(":", 1)[1]) for row in busy["workers"]} == workers
         assert busy["totals"]["capacity"] == sum(row["capacity"] for row in busy["workers"])
         assert busy["totals"]["users_online"] >= 2  # alice and admin
         assert busy["broker"]["kind"] == "redis"
@@ -166,7 +166,7 @@ def test_metrics_refuse_a_client_that_came_through_a_proxy(cluster):
 
 def test_socket_lifecycle_is_logged_one_line_per_event_with_the_worker_pid(cluster):
     client = Client(cluster, live_login(cluster, "bob", "bob-demo-pass"))
-    pid = client.worker.rsplit(":", 1)[1]
+    pid = client.pid
     conn = client.welcome["conn"]
     client.close()
     log = ""

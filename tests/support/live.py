@@ -136,8 +136,11 @@ def start_live_server(
         "DATABASE_URL": f"sqlite:///{directory / 'live.db'}",
         "TIDINGS_WORKERS": str(workers),
         "PYTHONUNBUFFERED": "1",
-        # Tests open many sockets per account in a minute; the limit has its own test.
+        # Tests open many sockets per account, all from 127.0.0.1, in a minute; each of these
+        # limits has its own test.
         "REALTIME_HANDSHAKES_PER_MINUTE": "100000",
+        "REALTIME_HANDSHAKES_PER_MINUTE_PER_ADDRESS": "100000",
+        "REALTIME_MAX_SOCKETS_PER_ADDRESS": "100000",
     }
     base_env.pop("TIDINGS_CONTROL_SOCKET", None)
     if threads is not None:

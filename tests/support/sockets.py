@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import struct
 import time
@@ -31,13 +32,20 @@ class Client:
     """A logged-in socket that reads JSON messages and skips heartbeats."""
 
     def __init__(self, server: LiveServer, http: requests.Session, timeout: float = 10.0):
+        self.server = server
         self.ws = websocket.create_connection(
             ws_url(server), cookie=cookie_header(http), origin=server.url, timeout=timeout
         )
         self.welcome = self.expect("welcome")
+        #: Opaque, the same for every socket of one worker (the welcome names no host or pid).
         self.worker = self.welcome["conn"].rsplit("-", 1)[0]
         #: This user's private stream, ``user:<id>``.
         self.own_stream = f"user:{self.welcome['user']}"
+
+    @property
+    def pid(self) -> int:
+        """The pid of the worker holding this socket, from the server's own log line for it."""
+        return worker_pid(self.server, self.welcome["conn"])
 
     def send(self, message: dict[str, Any]) -> None:
         self.ws.send(json.dumps(message))
@@ -181,6 +189,23 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def worker_pid(server: LiveServer, conn: str, timeout: float = 10.0) -> int:
+    """Which worker process holds connection ``conn``: the log of its open says (as ``pid=`` once
+    the site formats its logs, and as ``worker=host:pid`` in any case). The line is written
+    before the welcome is sent, so it is there by the time a client has read its welcome."""
+    pattern = re.compile(rf"socket open.*\bconn={re.escape(conn)}(\s|$)")
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in server.read_log().splitlines():
+            if pattern.search(line):
+                found = re.search(r"\bworker=\S*:(\d+)", line) or re.search(r"\bpid=(\d+)", line)
+                if found:
+                    return int(found.group(1))
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no 'socket open' line for conn={conn} in the server log")
+        time.sleep(0.1)
 
 
 def publisher(server: LiveServer) -> Realtime:
