@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -21,11 +22,12 @@ import websocket
 from tests.support.live import ROOT, free_port
 from tests.support.sockets import Client, cookie_header
 
-#: Members of the example site: username -> password.
+#: Members of the example site (data.sql): username -> password.
 MEMBERS = {"alice": "alice-pass", "bob": "bob-pass"}
 
+HERE = Path(__file__).parent
 APP = "tests.adopter.site:app"
-GUNICORN_CONF = str(ROOT / "tests" / "adopter" / "gunicorn.conf.py")
+GUNICORN_CONF = str(HERE / "gunicorn.conf.py")
 
 #: How each server is started (``{port}``, ``{cert}`` ... are filled in). gunicorn's control socket
 #: is per user by default, so parallel test servers would fight over it; without ``-c`` gunicorn
@@ -44,16 +46,6 @@ SERVERS: dict[str, list[str]] = {
                         "--no-control-socket",
                         "-b", "127.0.0.1:{port}", "-w", "{workers}"],
 }
-
-_PREPARE = """
-from tests.adopter.site import app
-from tests.adopter.serve import MEMBERS
-runner = app.test_cli_runner()
-for args in (["init-db"], *(["add-user", name, password] for name, password in MEMBERS.items())):
-    result = runner.invoke(args=args)
-    assert result.exit_code == 0, (args, result.output, result.exception)
-"""
-
 
 @dataclass
 class SiteServer:
@@ -115,10 +107,13 @@ def site_env(directory: Path, **extra: str) -> dict[str, str]:
 
 
 def prepare_site(directory: Path, env: dict[str, str]) -> None:
-    """``flask init-db`` and the members, in one process."""
+    """The site's own ``flask init-db``, then the members of data.sql."""
     directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-c", _PREPARE], cwd=ROOT, env=env, check=True, timeout=60,
-                   capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", APP, "init-db"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with sqlite3.connect(env["FLASK_DATABASE"]) as db:
+        db.executescript((HERE / "data.sql").read_text())
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

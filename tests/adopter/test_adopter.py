@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 
 from flask_tidings import Identity
 from flask_tidings.extension import as_identity
-from tests.adopter.serve import MEMBERS, cli, prepare_site, site_env
+from tests.adopter.serve import MEMBERS, cli
 
 HERE = Path(__file__).parent
 
@@ -58,14 +58,17 @@ def test_adopting_took_at_most_ten_lines_and_every_realtime_line_is_counted():
 @pytest.fixture
 def site_module(tmp_path, monkeypatch):
     """A fresh copy of the site on its own database, as its ``init-db`` leaves it."""
-    env = site_env(tmp_path)
-    prepare_site(tmp_path, env)
-    monkeypatch.setenv("FLASK_DATABASE", env["FLASK_DATABASE"])
+    database = tmp_path / "site.sqlite"
+    monkeypatch.setenv("FLASK_DATABASE", str(database))
     spec = importlib.util.spec_from_file_location(f"adopter_site_{id(tmp_path)}",
                                                   HERE / "site.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # Flask finds the site's templates from its module
     spec.loader.exec_module(module)
+    result = module.app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(database) as db:
+        db.executescript((HERE / "data.sql").read_text())
     yield module
     sys.modules.pop(spec.name, None)
 
