@@ -10,6 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from types import SimpleNamespace
 from typing import Any
 
 from flask import Flask, current_app, has_app_context, has_request_context
@@ -134,11 +135,19 @@ def _check_event(stream: Any, type_: Any, data: Any) -> str:
 def as_identity(value: Any) -> Identity | None:
     """What an identity loader returned, as an :class:`Identity`.
 
-    Loaders may return an ``Identity``, ``None`` (nobody logged in), or a user object: its
+    Loaders may return an ``Identity``, ``None`` (nobody logged in), or a user object or row: its
     ``id`` (or ``get_id()``), ``username`` (or ``name``) and ``role`` (or ``roles``) are used.
     """
     if value is None or isinstance(value, Identity):
         return value
+    if hasattr(value, "keys") and not hasattr(value, "id"):
+        # A database row (sqlite3.Row, a dict, SQLAlchemy's RowMapping): only these fields are
+        # read, so the rest of the row (a password hash) goes nowhere.
+        keys = set(value.keys())
+        fields = {k: value[k] for k in ("id", "username", "name", "role", "roles") if k in keys}
+        if fields.get("id") is None:
+            raise TypeError("an identity loader returned a row without an 'id' column")
+        value = SimpleNamespace(**fields)
     if getattr(value, "is_authenticated", True) is False:
         return None
     roles: set[str] = set()
@@ -665,6 +674,11 @@ class Realtime:
                 "reason": reason,
             }
         )
+
+    def create_tables(self) -> None:
+        """Create the event log's tables where missing (a site's ``init-db``); with Alembic,
+        add ``flask_tidings.metadata`` to the migrations' ``target_metadata`` instead."""
+        self.state().store.create_tables()
 
     def stats(self) -> dict[str, Any]:
         """This worker's figures (sockets, deliveries, broker state)."""

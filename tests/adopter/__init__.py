@@ -1,0 +1,1 @@
+"""An example "typical existing site" that adopts flask_tidings; see site.py."""
