@@ -51,13 +51,24 @@ def _back(default: str):
     return redirect(target if is_safe_next(target) else default)
 
 
+#: Pages past this are refused: offsets beyond it overflow the database's integers.
+MAX_PAGE = 100_000
+
+
+def _page_number() -> int:
+    raw = request.args.get("page", "1")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= MAX_PAGE:
+        abort(400, f"page is a page number from 1 to {MAX_PAGE}.")
+    return int(raw)
+
+
 @bp.route("/notifications")
 @login_required
 def inbox():
     show = "unread" if request.args.get("filter") == "unread" else "all"
     page = db.paginate(
         service.inbox_query(current_user, unread_only=show == "unread"),
-        page=request.args.get("page", 1, type=int),
+        page=_page_number(),
         per_page=service.PAGE_SIZE,
         error_out=False,
     )
