@@ -13,6 +13,9 @@ from app.extensions import db
 from app.notifications import announcements, bp, service
 from app.notifications.models import KINDS
 
+#: Banners shown at once; more wait behind "+N more" so the page itself stays in view.
+BANNER_CAP = 2
+
 #: Labels for the preferences page.
 KIND_LABELS = {
     "welcome": "Welcome messages",
@@ -38,12 +41,21 @@ def bell_and_banners() -> dict[str, Any]:
         }
 
     def active_announcements() -> list:
+        """Critical first, then newest: the ones that matter most get the visible slots."""
         if not current_user.is_authenticated:
             return []
-        return announcements.active_for(current_user)
+        return sorted(announcements.active_for(current_user),
+                      key=lambda a: (a.level != "critical", -a.id))
+
+    def announcement_history() -> list:
+        if not current_user.is_authenticated:
+            return []
+        return announcements.history_for(current_user)
 
     return {"notification_summary": notification_summary,
-            "active_announcements": active_announcements}
+            "active_announcements": active_announcements,
+            "announcement_history": announcement_history,
+            "banner_cap": BANNER_CAP}
 
 
 def _back(default: str):
