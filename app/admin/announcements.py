@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, flash, jsonify, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -128,6 +128,18 @@ def announcements_page():
     )
     flash(f"Announcement sent to {announcement.recipients} account(s).", "success")
     return redirect(url_for("admin.announcements_page"))
+
+
+@bp.get("/announcements/figures")
+@admin_required
+def announcement_figures():
+    """The history's figures as JSON: the page syncs from here whenever its socket (re)joins,
+    then follows the ephemeral ``announcement.figures`` pushes."""
+    return jsonify({"announcements": [
+        {"id": a.id, "recipients": a.recipients, "live_reached": a.live_reached,
+         "dismissed": dismissed, "status": a.status()}
+        for a, dismissed in announcements.history()
+    ]})
 
 
 def _announcement_or_404(announcement_id: int):

@@ -70,22 +70,35 @@
   // ---------------------------------------------------------------- live figures
 
   var history = document.getElementById("announcement-history");
+
+  function showFigures(figures) {
+    var row = figures.id != null &&
+      history.querySelector('tr[data-announcement-id="' + Number(figures.id) + '"]');
+    if (!row) return;
+    [["live_reached", "liveReached"], ["dismissed", "dismissed"], ["recipients", "recipients"]]
+      .forEach(function (pair) {
+        var cell = row.querySelector("[data-" + pair[0].replace("_", "-") + "]");
+        var value = figures[pair[0]];
+        if (cell && typeof value === "number") {
+          cell.dataset[pair[1]] = String(value);
+          cell.textContent = String(value);
+        }
+      });
+  }
+
+  /* Pushes are ephemeral: whatever happened while the socket was away (a page load, a
+     reconnect) is read once from the server when the admin stream is joined again. */
+  function sync() {
+    fetch(history.dataset.figuresUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : { announcements: [] }; })
+      .then(function (body) { (body.announcements || []).forEach(showFigures); })
+      .catch(function () {});
+  }
+
   if (history && window.withRealtime) {
     window.withRealtime(function (rt) {
-      rt.on("announcement.figures", function (message) {
-        var figures = message.data || {};
-        var row = figures.id != null &&
-          history.querySelector('tr[data-announcement-id="' + Number(figures.id) + '"]');
-        if (!row) return;
-        ["live_reached", "dismissed", "recipients"].forEach(function (name) {
-          var cell = row.querySelector("[data-" + name.replace("_", "-") + "]");
-          var value = figures[name];
-          if (cell && typeof value === "number") {
-            cell.dataset[name === "live_reached" ? "liveReached" : name] = String(value);
-            cell.textContent = String(value);
-          }
-        });
-      });
+      rt.on("announcement.figures", function (message) { showFigures(message.data || {}); });
+      rt.on("subscribed", function (message) { if (message.stream === "role:admin") sync(); });
     });
   }
 })();

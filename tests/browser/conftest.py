@@ -259,10 +259,19 @@ def screen(request) -> str:
 
 
 def no_sideways_scroll(page: Page) -> int:
-    """How many pixels the page is wider than the window (0: nothing scrolls sideways)."""
-    return page.evaluate(
+    """How many pixels the page is wider than the window (0: nothing scrolls sideways).
+
+    When it is not 0, the widest culprits are printed (they are in the test's output).
+    """
+    over = page.evaluate(
         "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
         " - window.innerWidth")
+    if over > 0:
+        print("wider than the window:", page.evaluate("""() => Array.from(
+            document.querySelectorAll("body *")).filter(e => e.getBoundingClientRect().right
+            > window.innerWidth + 1).slice(0, 8).map(e => e.tagName + "." + e.className + " "
+            + Math.round(e.getBoundingClientRect().right))"""))
+    return over
 
 
 def axe_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical")
