@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the tools of the end-to-end tests exist: Debian's Chromium (driven by Playwright for
-# Python) and Node's `ws` package for the independent protocol client. Idempotent.
+# Python), Node's `ws` package for the independent protocol client and `axe-core` for the
+# accessibility checks (both into gitignored node_modules). Idempotent.
 #
 # Browsers come from Debian's packages, never from `playwright install`: only package registries
 # are reachable. Under CI=true a missing tool fails loudly (the test command must never pass by
@@ -11,6 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CHROMIUM=/usr/bin/chromium
 NODE_CLIENT_DIR=tests/protocol/node
+AXE_DIR=tests/browser/node
 
 say() { printf 'browser-deps: %s\n' "$*"; }
 shout() {
@@ -59,6 +61,20 @@ else
   else
     say "npm missing; outside CI the Node protocol client tests will skip"
   fi
+fi
+
+# --- axe-core (accessibility rules injected into pages by tests/browser) -------------------------
+if [ -f "$AXE_DIR/node_modules/axe-core/axe.min.js" ]; then
+  say "axe-core present"
+elif command -v npm >/dev/null; then
+  say "installing axe-core in $AXE_DIR"
+  if ! (cd "$AXE_DIR" && npm install --no-audit --no-fund --loglevel=error); then
+    shout "npm install failed in $AXE_DIR: the accessibility checks cannot run."
+    if in_ci; then status=1; fi
+  fi
+elif in_ci; then
+  shout "npm is missing: the accessibility checks (tests/browser) cannot run."
+  status=1
 fi
 
 exit "$status"

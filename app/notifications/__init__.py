@@ -6,4 +6,10 @@ from flask import Blueprint
 bp = Blueprint("notifications", __name__, cli_group=None)
 
 # They attach views, commands and socket handlers to bp and realtime at import time.
-from app.notifications import cli, models, realtime_handlers, routes  # noqa: E402,F401
+from app.notifications import (  # noqa: E402,F401
+    cli,
+    models,
+    realtime_handlers,
+    routes,
+    targets,
+)

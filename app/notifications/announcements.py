@@ -1,4 +1,10 @@
-"""Announcements: who is in the audience, publishing, dismissing and the live-reach ack."""
+"""Announcements: who is in the audience, publishing, editing, ending, retracting, dismissing,
+and the live-reach ack.
+
+Every change an admin makes after publishing travels the same way as the announcement itself
+(store first, then an event on the same audience streams), so open pages follow it live and a
+page that reconnects replays it in order: the banner appears, then changes, then goes.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +24,11 @@ from app.notifications.models import (
     AnnouncementDismissal,
     AnnouncementRecipient,
     AnnouncementSeen,
-    naive_utc,
 )
-from app.notifications.service import NotFound
+from app.notifications.service import MAX_ID, NotFound
+
+#: Recent announcements a user's dashboard lists as history.
+HISTORY_FOR_USER = 5
 
 
 def parse_usernames(text: str | Iterable[str]) -> tuple[list[User], list[str]]:
@@ -66,27 +74,68 @@ def _not_expired(now: datetime | None = None):
     return or_(Announcement.expires_at.is_(None), Announcement.expires_at > now)
 
 
-def active_for(user: User, now: datetime | None = None) -> list[Announcement]:
-    """What the banner area shows ``user``: addressed to them, unexpired, not dismissed."""
-    dismissed = exists().where(
+def _live(now: datetime | None = None):
+    """SQL condition: still showing (not expired, ended or retracted)."""
+    return and_(_not_expired(now), Announcement.ended_at.is_(None),
+                Announcement.retracted_at.is_(None))
+
+
+def _dismissed_by(user: User):
+    return exists().where(
         AnnouncementDismissal.announcement_id == Announcement.id,
         AnnouncementDismissal.user_id == user.id,
     )
+
+
+def active_for(user: User, now: datetime | None = None) -> list[Announcement]:
+    """What the banner area shows ``user``: addressed to them, live, not dismissed."""
     return list(db.session.scalars(
         select(Announcement)
-        .where(_for_user(user), _not_expired(now), ~dismissed)
+        .where(_for_user(user), _live(now), ~_dismissed_by(user))
         .order_by(Announcement.id.desc())
     ))
 
 
-def addressed_to(user: User, announcement_id: Any) -> Announcement:
-    """The announcement if ``user`` is in its audience, else NotFound (whatever the reason)."""
-    if isinstance(announcement_id, bool) or not isinstance(announcement_id, (int, str)):
+def history_for(user: User, limit: int = HISTORY_FOR_USER,
+                now: datetime | None = None) -> list[Announcement]:
+    """The dashboard's list: what ``user`` was told before and no longer has as a banner.
+
+    Live banners are not repeated here (one surface per announcement); retracted ones are gone
+    everywhere.
+    """
+    return list(db.session.scalars(
+        select(Announcement)
+        .where(_for_user(user), Announcement.retracted_at.is_(None),
+               or_(~_live(now), _dismissed_by(user)))
+        .order_by(Announcement.id.desc())
+        .limit(limit)
+    ))
+
+
+def announcement_key(value: Any) -> int:
+    """A client's announcement id as a row id, else NotFound (never an overflow in the database)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise NotFound("No such announcement.")
     try:
-        key = int(announcement_id)
+        key = int(value)
     except ValueError:
         raise NotFound("No such announcement.") from None
+    if not 0 < key <= MAX_ID:
+        raise NotFound("No such announcement.")
+    return key
+
+
+def get(announcement_id: Any) -> Announcement:
+    """Any announcement by id (admins), else NotFound."""
+    found = db.session.get(Announcement, announcement_key(announcement_id))
+    if found is None:
+        raise NotFound("No such announcement.")
+    return found
+
+
+def addressed_to(user: User, announcement_id: Any) -> Announcement:
+    """The announcement if ``user`` is in its audience, else NotFound (whatever the reason)."""
+    key = announcement_key(announcement_id)
     found = db.session.scalar(
         select(Announcement).where(Announcement.id == key, _for_user(user))
     )
@@ -109,8 +158,7 @@ def publish(
 
     Users offline now see it on their next page load (the banner area reads the table).
     """
-    if level not in LEVELS:
-        raise ValueError(f"level is one of {', '.join(LEVELS)}")
+    _check_level(level)
     if audience not in AUDIENCES:
         raise ValueError(f"audience is one of {', '.join(AUDIENCES)}")
     if audience == "role" and role not in ROLES:
@@ -118,12 +166,9 @@ def publish(
     chosen = list({user.id: user for user in users}.values())
     if audience == "users" and not chosen:
         raise ValueError("Choose at least one user.")
-    title = (title or "").strip()
-    if not title:
-        raise ValueError("An announcement needs a title.")
     announcement = Announcement(
         author_id=author.id if author else None,
-        title=title[:200],
+        title=_clean_title(title),
         body=(body or "").strip(),
         level=level,
         audience=audience,
@@ -140,14 +185,104 @@ def publish(
         db.session.flush()
     announcement.recipients = len(audience_user_ids(announcement))
     db.session.commit()
-
-    target: Any = None
-    if audience == "role":
-        target = {"role": role}
-    elif audience == "users":
-        target = {"users": [user.id for user in chosen]}
-    realtime.broadcast("announcement", announcement.to_json(), audience=target)
+    _tell_audience(announcement, "announcement", announcement.to_json())
     return announcement
+
+
+def _check_level(level: str) -> None:
+    if level not in LEVELS:
+        raise ValueError(f"level is one of {', '.join(LEVELS)}")
+
+
+def _clean_title(title: str) -> str:
+    title = (title or "").strip()
+    if not title:
+        raise ValueError("An announcement needs a title.")
+    return title[:200]
+
+
+def audience_size(audience: str, role: str | None = None, users: Iterable[User] = ()) -> int:
+    """How many active accounts an announcement would reach now (the preview says it)."""
+    if audience == "all":
+        query = select(func.count()).select_from(User).where(User.active.is_(True))
+    elif audience == "role":
+        query = select(func.count()).select_from(User).where(User.active.is_(True),
+                                                              User.role == role)
+    else:
+        return sum(1 for user in {u.id: u for u in users}.values() if user.active)
+    return db.session.scalar(query) or 0
+
+
+def _tell_audience(announcement: Announcement, type_: str, data: dict[str, Any]) -> None:
+    """Publish on the streams the announcement went out on, so exactly its audience hears."""
+    target: Any = None
+    if announcement.audience == "role":
+        target = {"role": announcement.audience_role}
+    elif announcement.audience == "users":
+        target = {"users": list(db.session.scalars(
+            select(AnnouncementRecipient.user_id)
+            .where(AnnouncementRecipient.announcement_id == announcement.id)
+            .order_by(AnnouncementRecipient.user_id)
+        ))}
+    realtime.broadcast(type_, data, audience=target)
+
+
+def edit(announcement_id: Any, title: str, body: str, level: str) -> Announcement:
+    """Change the text or level of a sent announcement; open banners change in place."""
+    announcement = get(announcement_id)
+    if announcement.retracted_at is not None:
+        raise ValueError("A retracted announcement cannot be edited.")
+    _check_level(level)
+    announcement.title = _clean_title(title)
+    announcement.body = (body or "").strip()
+    announcement.level = level
+    announcement.updated_at = utcnow()
+    db.session.commit()
+    _tell_audience(announcement, "announcement.updated", announcement.to_json())
+    return announcement
+
+
+def end(announcement_id: Any) -> Announcement:
+    """Stop showing it now; it stays in history. Ending twice changes (and says) nothing."""
+    announcement = get(announcement_id)
+    if announcement.ended_at is not None or announcement.retracted_at is not None:
+        return announcement
+    announcement.ended_at = utcnow()
+    db.session.commit()
+    _tell_audience(announcement, "announcement.ended", {"id": announcement.id})
+    return announcement
+
+
+def retract(announcement_id: Any) -> Announcement:
+    """Take it back: gone from every banner and every user's history, at once."""
+    announcement = get(announcement_id)
+    if announcement.retracted_at is not None:
+        return announcement
+    announcement.retracted_at = utcnow()
+    db.session.commit()
+    _tell_audience(announcement, "announcement.retracted", {"id": announcement.id})
+    return announcement
+
+
+def dismissed_count(announcement_id: int) -> int:
+    return db.session.scalar(
+        select(func.count()).select_from(AnnouncementDismissal)
+        .where(AnnouncementDismissal.announcement_id == announcement_id)
+    ) or 0
+
+
+def _push_figures(announcement: Announcement) -> None:
+    """The admins' history page follows its figures live.
+
+    Ephemeral (not stored): a page loaded later renders the same figures from the table, so
+    nothing would replay them, and acks from a large audience must not fill the durable log.
+    """
+    realtime.emit("role:admin", "announcement.figures", {
+        "id": announcement.id,
+        "recipients": announcement.recipients,
+        "live_reached": announcement.live_reached,
+        "dismissed": dismissed_count(announcement.id),
+    })
 
 
 def expires_in(minutes: int | None) -> datetime | None:
@@ -155,20 +290,27 @@ def expires_in(minutes: int | None) -> datetime | None:
 
 
 def dismiss(user: User, announcement_id: Any) -> Announcement:
-    """Close the banner for good, and in the user's other tabs too."""
+    """Close the banner for good, and in the user's other tabs too.
+
+    Only the first dismissal is published: repeating it (a second tab, a retry, a hostile loop)
+    stores nothing more.
+    """
     announcement = addressed_to(user, announcement_id)
     already = db.session.scalar(select(AnnouncementDismissal.id).where(
         AnnouncementDismissal.announcement_id == announcement.id,
         AnnouncementDismissal.user_id == user.id,
     ))
-    if already is None:
-        db.session.add(AnnouncementDismissal(announcement_id=announcement.id, user_id=user.id))
-        try:
-            db.session.commit()
-        except IntegrityError:
-            # Two tabs dismissed at once; the other one won, which is just as good.
-            db.session.rollback()
+    if already is not None:
+        return announcement
+    db.session.add(AnnouncementDismissal(announcement_id=announcement.id, user_id=user.id))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Two tabs dismissed at once; the other one won and told every tab.
+        db.session.rollback()
+        return announcement
     realtime.notify(user.id, "announcement.dismissed", {"id": announcement.id})
+    _push_figures(announcement)
     return announcement
 
 
@@ -187,6 +329,7 @@ def record_seen(user: User, announcement_id: Any) -> Announcement:
         .where(AnnouncementSeen.announcement_id == announcement.id)
     ) or 0
     db.session.commit()
+    _push_figures(announcement)
     return announcement
 
 
@@ -204,6 +347,4 @@ def history(limit: int = 50) -> list[tuple[Announcement, int]]:
 
 
 def is_active(announcement: Announcement, now: datetime | None = None) -> bool:
-    if announcement.expires_at is None:
-        return True
-    return naive_utc(announcement.expires_at) > naive_utc(now or utcnow())
+    return announcement.status(now) == "live"

@@ -98,6 +98,24 @@ class Announcement(db.Model):
     recipients: Mapped[int] = mapped_column(Integer, default=0)
     #: Distinct users whose open page acknowledged the live event (see AnnouncementSeen).
     live_reached: Mapped[int] = mapped_column(Integer, default=0)
+    #: Last edit by an admin (text or level); open pages were told.
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: An admin ended it early: banners go away, it stays in everyone's history.
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: An admin took it back: gone from banners and from users' history, as if never sent.
+    retracted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    def status(self, now: datetime | None = None) -> str:
+        """``live``, ``expired``, ``ended`` or ``retracted``: what the admin's history says."""
+        if self.retracted_at is not None:
+            return "retracted"
+        if self.ended_at is not None:
+            return "ended"
+        if self.expires_at is not None and naive_utc(self.expires_at) <= naive_utc(
+            now or datetime.now(UTC)
+        ):
+            return "expired"
+        return "live"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +125,7 @@ class Announcement(db.Model):
             "level": self.level,
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),
+            "updated_at": iso(self.updated_at),
         }
 
 

@@ -13,6 +13,9 @@ from app.extensions import db
 from app.notifications import announcements, bp, service
 from app.notifications.models import KINDS
 
+#: Banners shown at once; more wait behind "+N more" so the page itself stays in view.
+BANNER_CAP = 2
+
 #: Labels for the preferences page.
 KIND_LABELS = {
     "welcome": "Welcome messages",
@@ -38,17 +41,37 @@ def bell_and_banners() -> dict[str, Any]:
         }
 
     def active_announcements() -> list:
+        """Critical first, then newest: the ones that matter most get the visible slots."""
         if not current_user.is_authenticated:
             return []
-        return announcements.active_for(current_user)
+        return sorted(announcements.active_for(current_user),
+                      key=lambda a: (a.level != "critical", -a.id))
+
+    def announcement_history() -> list:
+        if not current_user.is_authenticated:
+            return []
+        return announcements.history_for(current_user)
 
     return {"notification_summary": notification_summary,
-            "active_announcements": active_announcements}
+            "active_announcements": active_announcements,
+            "announcement_history": announcement_history,
+            "banner_cap": BANNER_CAP}
 
 
 def _back(default: str):
     target = request.form.get("next") or request.args.get("next")
     return redirect(target if is_safe_next(target) else default)
+
+
+#: Pages past this are refused: offsets beyond it overflow the database's integers.
+MAX_PAGE = 100_000
+
+
+def _page_number() -> int:
+    raw = request.args.get("page", "1")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= MAX_PAGE:
+        abort(400, f"page is a page number from 1 to {MAX_PAGE}.")
+    return int(raw)
 
 
 @bp.route("/notifications")
@@ -57,7 +80,7 @@ def inbox():
     show = "unread" if request.args.get("filter") == "unread" else "all"
     page = db.paginate(
         service.inbox_query(current_user, unread_only=show == "unread"),
-        page=request.args.get("page", 1, type=int),
+        page=_page_number(),
         per_page=service.PAGE_SIZE,
         error_out=False,
     )

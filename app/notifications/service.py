@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from app.auth.redirects import is_safe_next
 from app.extensions import db, realtime
@@ -21,6 +21,10 @@ PAGE_SIZE = 20
 
 #: Longest title we store (the column's size); longer ones are cut rather than refused.
 MAX_TITLE = 200
+
+#: Largest id a row can have (PostgreSQL's ``integer``). A bigger number from a URL or a socket
+#: is simply no row of ours; handing it to the database would overflow (SQLite) or error.
+MAX_ID = 2**31 - 1
 
 
 class NotFound(LookupError):
@@ -50,6 +54,23 @@ def clean_link(link: str | None) -> str | None:
 
 def _user_id(user_or_id: Any) -> int:
     return int(getattr(user_or_id, "id", user_or_id))
+
+
+def row_id(value: Any) -> int:
+    """A client's id as an int that can name a row; anything else is :class:`NotFound`.
+
+    ``True``, floats, ``"1e3"`` and 20-digit numbers come from hostile or broken clients: they
+    get the same 404 / not_found as an id that belongs to someone else.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise NotFound("No such notification.")
+    try:
+        number = int(value)
+    except ValueError:
+        raise NotFound("No such notification.") from None
+    if not 0 < number <= MAX_ID:
+        raise NotFound("No such notification.")
+    return number
 
 
 def unread_count(user: Any) -> int:
@@ -105,18 +126,48 @@ def create_notification(
     return notification
 
 
+def _publish_read(user_id: int, changed: list[int] | None) -> None:
+    """Tell every tab of the user what became read, or nothing at all if nothing did.
+
+    Only real changes are published: a client repeating ``mark_read`` (four tabs, a replay, a
+    hostile loop) stores no event, so the durable log cannot grow from already-read rows.
+    ``None`` means "everything".
+    """
+    if changed == []:
+        return
+    data: dict[str, Any] = {"all": True} if changed is None else {"ids": changed}
+    realtime.notify(user_id, "notification.read", {**data, "unread": unread_count(user_id)})
+
+
+def _set_read(user_id: int, ids: Iterable[int]) -> list[int]:
+    """Mark the given unread rows of the user read; returns the ids that really changed.
+
+    ``read_at IS NULL`` in the UPDATE itself decides, so two requests racing over the same rows
+    (the page that opened a target and a click in the bell) change each row once between them.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    changed = db.session.scalars(
+        update(Notification)
+        .where(Notification.id.in_(wanted), Notification.user_id == user_id,
+               Notification.read_at.is_(None))
+        .values(read_at=utcnow())
+        .returning(Notification.id)
+    ).all()
+    db.session.commit()
+    return sorted(changed)
+
+
 def mark_read(user: Any, ids: Iterable[Any]) -> list[int]:
     """Mark some of ``user``'s notifications read; every tab of theirs hears about it.
 
+    :returns: the ids that were unread and now are read (empty when all already were: then
+        nothing is published).
     :raises NotFound: if any id is not this user's (then nothing changes at all).
-    :raises ValueError: if ids are not integers.
     """
     user_id = _user_id(user)
-    wanted = set()
-    for value in ids:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ValueError("Notification ids are integers.")
-        wanted.add(int(value))
+    wanted = {row_id(value) for value in ids}
     if not wanted:
         return []
     owned = set(db.session.scalars(select(Notification.id).where(
@@ -124,14 +175,8 @@ def mark_read(user: Any, ids: Iterable[Any]) -> list[int]:
     )))
     if owned != wanted:
         raise NotFound("No such notification.")
-    db.session.execute(
-        update(Notification)
-        .where(Notification.id.in_(owned), Notification.read_at.is_(None))
-        .values(read_at=utcnow())
-    )
-    db.session.commit()
-    changed = sorted(owned)
-    realtime.notify(user_id, "notification.read", {"ids": changed, "unread": unread_count(user_id)})
+    changed = _set_read(user_id, owned)
+    _publish_read(user_id, changed)
     return changed
 
 
@@ -144,8 +189,41 @@ def mark_all_read(user: Any) -> int:
         .values(read_at=utcnow())
     )
     db.session.commit()
-    realtime.notify(user_id, "notification.read", {"all": True, "unread": unread_count(user_id)})
-    return result.rowcount or 0
+    changed = result.rowcount or 0
+    if changed:
+        _publish_read(user_id, None)
+    return changed
+
+
+def _link_matches(path: str):
+    """SQL condition: the notification points at ``path`` (a ``#fragment`` never reaches us)."""
+    escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return or_(Notification.link == path, Notification.link.like(escaped + "#%", escape="\\"))
+
+
+def mark_read_for_target(user: Any, paths: Iterable[str]) -> list[int]:
+    """The user opened ``paths`` (a page, a chat room): what pointed there is read now.
+
+    GitHub's rule: a notification is done once you have seen what it points to, wherever you
+    saw it. A read-only query comes first, so the usual page view (nothing unread points at it)
+    never takes SQLite's write lock.
+    """
+    user_id = _user_id(user)
+    targets = [p for p in dict.fromkeys(paths) if p and len(p) <= 500]
+    if not targets:
+        return []
+    pending = list(db.session.scalars(
+        select(Notification.id).where(
+            Notification.user_id == user_id,
+            Notification.read_at.is_(None),
+            or_(*(_link_matches(p) for p in targets)),
+        )
+    ))
+    if not pending:
+        return []
+    changed = _set_read(user_id, pending)
+    _publish_read(user_id, changed)
+    return changed
 
 
 def preferences(user: Any) -> dict[str, bool]:

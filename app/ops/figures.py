@@ -1,7 +1,9 @@
-"""The dashboard's view of the cluster: the realtime aggregate plus names and announcement reach.
+"""The dashboard's view of the cluster: the realtime aggregate plus names and announcement reach,
+and the plain-language summary an admin reads first.
 
 The realtime layer only knows user ids; names and announcements come from the site's database,
-so they are resolved here, on the server, before anything reaches a browser.
+so they are resolved here, on the server, before anything reaches a browser. The summary answers
+one question: are messages arriving quickly, for how many people, and are there any errors?
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import User
+from app.ops.window import OpsWindow
 
 #: Usernames shown in the "online" list at most; the count is always exact (up to the cap of
 #: ids a worker reports).
 MAX_LISTED_USERS = 200
 #: Recent announcements whose live reach is shown.
 RECENT_ANNOUNCEMENTS = 5
+#: A 95th-percentile delivery time above this needs the admin's attention.
+SLOW_P95_MS = 1000.0
+#: Relay (broker) states in which messages flow between server processes.
+RELAY_OK = ("connected", "idle")
 
 
 def usernames(user_ids: list[str]) -> list[str]:
@@ -65,8 +72,72 @@ def recent_announcements(limit: int = RECENT_ANNOUNCEMENTS) -> list[dict[str, An
     ]
 
 
-def dashboard_view(aggregate: dict[str, Any]) -> dict[str, Any]:
-    """Everything the page shows, JSON-ready: rendered by Jinja first, then pushed each interval."""
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    return f"{count:,} {one if count == 1 else (many or one + 's')}"
+
+
+def summary(aggregate: dict[str, Any], window: OpsWindow | None) -> dict[str, Any]:
+    """The four tiles and the one-line answer, from the aggregate and the last minute."""
+    totals = aggregate["totals"]
+    minute = window.counters.last_minute() if window else {
+        "seconds": 0.0, "counts": {}, "per_second": {}}
+    counts, rates = minute["counts"], minute["per_second"]
+    delivery = window.delivery.summary() if window else {
+        "count": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
+    errors = {
+        "refused": int(counts.get("refused_capacity", 0)),
+        "cut_off": int(counts.get("cut_offs", 0)),
+        "server": int(counts.get("server_errors", 0)),
+    }
+    error_count = sum(errors.values())
+    relay = str(aggregate["broker"].get("state", "unknown"))
+    relay_ok = relay in RELAY_OK
+    people = int(totals.get("users_online", 0))
+    slow = delivery["p95_ms"] is not None and delivery["p95_ms"] > SLOW_P95_MS
+
+    problems = []
+    if error_count:
+        problems.append(f"{_plural(error_count, 'error')} in the last minute")
+    if not relay_ok:
+        problems.append(f"the relay between server processes is {relay}")
+    if slow:
+        problems.append(f"slow delivery: 5% of messages took over {delivery['p95_ms']:,.0f} ms")
+    if problems:
+        headline = "Needs attention: " + "; ".join(problems) + "."
+    elif delivery["count"]:
+        headline = (f"All good: messages reach {_plural(people, 'person', 'people')} in "
+                    f"{delivery['p50_ms']:,.0f} ms (95% within {delivery['p95_ms']:,.0f} ms); "
+                    "no errors in the last minute.")
+    else:
+        headline = (f"All good: {_plural(people, 'person', 'people')} connected, no messages "
+                    "and no errors in the last minute.")
+    return {
+        "status": "attention" if problems else "ok",
+        "headline": headline,
+        "people": people,
+        "connections": int(totals.get("sockets", 0)),
+        "processes": int(totals.get("workers", 0)),
+        "window_s": minute["seconds"],
+        "delivered_last_minute": int(counts.get("delivered_live", 0)),
+        "delivered_per_s": float(rates.get("delivered_live", 0.0)),
+        "sent_per_s": float(rates.get("published", 0.0)),
+        "dropped_last_minute": int(counts.get("dead_peers", 0)),
+        "delivery": delivery,
+        "errors_last_minute": error_count,
+        "errors": errors,
+        "relay": relay,
+        "relay_kind": str(aggregate["broker"].get("kind", "unknown")),
+        "relay_ok": relay_ok,
+    }
+
+
+def dashboard_view(aggregate: dict[str, Any], window: OpsWindow | None = None,
+                   chart: bool = True) -> dict[str, Any]:
+    """Everything the page shows, JSON-ready: rendered by Jinja first, then pushed each interval.
+
+    ``chart`` adds the last minutes of points (the page's first render and ``/stats``); each
+    push carries only the newest one.
+    """
     workers = []
     for row in aggregate["workers"]:
         rates = row.get("rates") or {}
@@ -87,10 +158,14 @@ def dashboard_view(aggregate: dict[str, Any]) -> dict[str, Any]:
             "lag_ms": broker.get("lag_ms"),
             "age_s": row.get("age_s", 0.0),
         })
+    points = window.counters.chart() if window else []
     return {
         "at": aggregate["at"],
         "interval": aggregate["interval"],
         "served_by": aggregate["worker"],
+        "summary": summary(aggregate, window),
+        "chart": points if chart else None,
+        "point": points[-1] if points else None,
         "totals": aggregate["totals"],
         "broker": aggregate["broker"],
         "users": usernames(aggregate["users"]),

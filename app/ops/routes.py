@@ -8,11 +8,12 @@ from flask.typing import ResponseReturnValue
 from app.auth.decorators import admin_required
 from app.ops import bp
 from app.ops.figures import dashboard_view
-from app.ops.streams import EVENT, STREAM
+from app.ops.streams import EVENT, STREAM, ops_window
 
 
 def current_view() -> dict:
-    return dashboard_view(current_app.extensions["realtime"].cluster_stats())
+    return dashboard_view(current_app.extensions["realtime"].cluster_stats(),
+                          ops_window(current_app))
 
 
 @bp.route("/admin/ops")

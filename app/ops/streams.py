@@ -1,6 +1,9 @@
-"""The live side of the dashboard: who may follow ``ops:cluster``, and the push every interval."""
+"""The live side of the dashboard: who may follow ``ops:cluster``, the push every interval, and
+the last minute it remembers (delivery times from the broker, counters from each report)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Flask
 from flask.blueprints import BlueprintSetupState
@@ -8,6 +11,7 @@ from flask.blueprints import BlueprintSetupState
 from app.extensions import db, realtime
 from app.ops import bp
 from app.ops.figures import dashboard_view
+from app.ops.window import OpsWindow, payload_timestamp
 from flask_tidings import Identity
 from flask_tidings.cluster import ClusterReporter
 
@@ -17,25 +21,43 @@ STREAM = "ops:cluster"
 EVENT = "ops.stats"
 
 
+def ops_window(app: Flask) -> OpsWindow:
+    """This app's memory of the last minute (created with the blueprint)."""
+    return app.extensions["ops"]
+
+
 @realtime.authorizer("ops")
 def can_watch(identity: Identity, name: str) -> bool:
     """Only admins see the operations figures (they name every user online)."""
     return name == "cluster" and "admin" in identity.roles
 
 
-def push_dashboard(reporter: ClusterReporter) -> None:
-    """Send this worker's view of the cluster to this worker's admins watching the dashboard.
+@realtime.listener
+def time_delivery(state: Any, message: dict[str, Any]) -> None:
+    """Runs in every worker right after it fanned a broker message out to its sockets."""
+    if message.get("k") != "event":
+        return
+    window = state.app.extensions.get("ops")
+    published_at = payload_timestamp(str(message.get("payload") or ""))
+    if window is not None and published_at is not None:
+        window.delivery.record(published_at)
 
-    Runs on the cluster reporter's thread once per interval in every worker. Each worker holds
-    every worker's figures, so each serves only its own sockets (one copy per admin tab, not
-    one per worker), and skips the database entirely while nobody watches.
+
+def record_and_push(reporter: ClusterReporter) -> None:
+    """Once per interval in every worker: remember the counters; push the view to watchers.
+
+    Each worker holds every worker's figures, so each serves only its own sockets (one copy per
+    admin tab, not one per worker), and skips the database entirely while nobody watches.
     """
+    app: Flask = reporter.state.app
+    aggregate = reporter.aggregate()
+    window = ops_window(app)
+    window.counters.add(aggregate["workers"])
     if not reporter.has_local_followers(STREAM):
         return
-    app: Flask = reporter.state.app
     with app.app_context():
         try:
-            view = dashboard_view(reporter.aggregate())
+            view = dashboard_view(aggregate, window, chart=False)
         finally:
             db.session.remove()
     reporter.push_local(STREAM, EVENT, view)
@@ -43,4 +65,5 @@ def push_dashboard(reporter: ClusterReporter) -> None:
 
 @bp.record_once
 def _install(setup: BlueprintSetupState) -> None:
-    setup.app.extensions["realtime"].cluster.on_tick(push_dashboard)
+    setup.app.extensions.setdefault("ops", OpsWindow())
+    setup.app.extensions["realtime"].cluster.on_tick(record_and_push)

@@ -4,7 +4,14 @@
  *
  * - Counts come from the server (every event carries the user's unread count at that moment,
  *   and events of one stream arrive in order), so a replay after a reconnect never double-counts;
- *   notification ids keep the same item from being listed or toasted twice.
+ *   notification ids keep the same item from being listed, toasted or announced twice.
+ * - Read state follows the user: a "notification.read" event (from any tab, the inbox, opening
+ *   the target, reading the chat room) updates the bell, lists and counts of every tab.
+ * - One calm surface per announcement: its banner. At most data-cap banners show, the rest wait
+ *   behind "+N more"; long text is clamped with a "more" toggle. Edits, ends and retractions
+ *   by an admin reach the banner live.
+ * - Screen readers hear new notifications once, politely (#notification-announcer); the list a
+ *   page loads with is never read out.
  * - User text is only ever set with textContent.
  * - Settings come from data-* attributes on #bell-root (CSP: no inline scripts).
  */
@@ -15,30 +22,31 @@
   if (!root) return;
 
   var BELL_SIZE = 5;
+  var LEVELS = ["info", "warning", "critical"];
   var csrf = root.dataset.csrf || "";
   var toastKinds = (root.dataset.toastKinds || "").split(/\s+/).filter(Boolean);
   var bell = document.getElementById("bell");
   var menu = document.getElementById("bell-menu");
   var countEl = root.querySelector(".bell-count");
-  var seen = {};          // notification id -> true (already listed or toasted)
-  var shownBanners = {};  // announcement id -> true
-  var dismissed = {};     // announcement id -> true
+  var announcer = document.getElementById("notification-announcer");
+  var seen = {};          // notification id -> true (already listed, toasted or announced)
+  var gone = {};          // announcement id -> true (dismissed, ended or retracted here)
 
-  Array.prototype.forEach.call(document.querySelectorAll("[data-notification-id]"), function (el) {
-    seen[el.dataset.notificationId] = true;
-  });
-  Array.prototype.forEach.call(document.querySelectorAll("#announcement-banners [data-announcement-id]"), function (el) {
-    shownBanners[el.dataset.announcementId] = true;
-  });
+  function each(selector, fn, scope) {
+    Array.prototype.forEach.call((scope || document).querySelectorAll(selector), fn);
+  }
+
+  each("[data-notification-id]", function (el) { seen[el.dataset.notificationId] = true; });
 
   function urlFor(template, id) {
     return template.replace("/0/", "/" + encodeURIComponent(id) + "/");
   }
 
-  function post(url) {
+  function post(url, keepalive) {
     return fetch(url, {
       method: "POST",
       credentials: "same-origin",
+      keepalive: !!keepalive,
       headers: { "X-CSRFToken": csrf, Accept: "application/json" },
     }).then(function (r) {
       if (!r.ok) throw new Error("HTTP " + r.status);
@@ -55,6 +63,13 @@
     return input;
   }
 
+  /* Polite, once: cleared first so the same words twice in a row are still read. */
+  function announce(text) {
+    if (!announcer) return;
+    announcer.textContent = "";
+    setTimeout(function () { announcer.textContent = text; }, 50);
+  }
+
   // ---------------------------------------------------------------- the count
 
   function setUnread(n) {
@@ -64,10 +79,8 @@
       countEl.textContent = n > 99 ? "99+" : String(n);
       countEl.hidden = n === 0;
     }
-    Array.prototype.forEach.call(document.querySelectorAll(".js-unread-count"), function (el) {
-      el.textContent = String(n);
-    });
-    bell.setAttribute("aria-label", n ? "Notifications (" + n + " unread)" : "Notifications");
+    each(".js-unread-count", function (el) { el.textContent = String(n); });
+    if (bell) bell.setAttribute("aria-label", n ? "Notifications, " + n + " unread" : "Notifications");
   }
 
   // ---------------------------------------------------------------- building items
@@ -125,7 +138,7 @@
   }
 
   function prepend(list, n, limit) {
-    if (!list || list.querySelector('[data-notification-id="' + n.id + '"]')) return;
+    if (!list || list.querySelector('[data-notification-id="' + Number(n.id) + '"]')) return;
     list.insertBefore(buildItem(n), list.firstChild);
     if (limit) {
       while (list.children.length > limit) list.removeChild(list.lastChild);
@@ -138,11 +151,11 @@
     var selector = ids ? ids.map(function (id) { return '[data-notification-id="' + Number(id) + '"]'; }).join(",")
                        : "[data-notification-id]";
     if (!selector) return;
-    Array.prototype.forEach.call(document.querySelectorAll(selector), function (li) {
+    var inbox = document.getElementById("inbox-list");
+    each(selector, function (li) {
       li.classList.remove("notif--unread");
       var form = li.querySelector(".js-mark-read");
       if (form) form.remove();
-      var inbox = document.getElementById("inbox-list");
       if (inbox && inbox.dataset.filter === "unread" && inbox.contains(li)) li.remove();
     });
   }
@@ -151,11 +164,10 @@
 
   var toasts = document.getElementById("toasts");
 
-  function toast(title, body, link, level) {
+  function toast(title, body, link) {
     if (!toasts) return;
     var box = document.createElement("div");
-    box.className = "toast" + (level ? " toast--" + level : "");
-    box.setAttribute("role", "status");
+    box.className = "toast";
     var href = safeLink(link);
     var head = document.createElement(href ? "a" : "strong");
     head.className = "toast__title";
@@ -192,6 +204,7 @@
     prepend(document.getElementById("dashboard-notifications"), n, BELL_SIZE);
     var inbox = document.getElementById("inbox-list");
     if (inbox && inbox.dataset.live) prepend(inbox, n, 20);
+    if (!n.read) announce("New notification: " + (n.title || ""));
     if (toastKinds.indexOf(n.kind) >= 0) toast(n.title, n.body, n.link);
   }
 
@@ -204,31 +217,85 @@
   // ---------------------------------------------------------------- announcements
 
   var banners = document.getElementById("announcement-banners");
+  var shown = banners && banners.querySelector(".announcements__shown");
+  var more = banners && banners.querySelector(".announcements__more");
+  var rest = banners && banners.querySelector(".announcements__rest");
+  var cap = banners ? Number(banners.dataset.cap) || 2 : 2;
+
+  function levelOf(value) { return LEVELS.indexOf(value) >= 0 ? value : "info"; }
 
   function expired(expiresAt) {
     return expiresAt && new Date(expiresAt).getTime() <= Date.now();
   }
 
-  function removeBanner(id) {
-    var el = banners && banners.querySelector('[data-announcement-id="' + Number(id) + '"]');
-    if (el) el.remove();
+  function findBanner(id) {
+    return banners && banners.querySelector('.announcement[data-announcement-id="' + Number(id) + '"]');
+  }
+
+  /* Critical first, then newest; the first `cap` visible, the rest behind "+N more". */
+  function layout() {
+    if (!banners || !shown || !rest) return;
+    var all = Array.prototype.slice.call(banners.querySelectorAll(".announcement[data-announcement-id]"));
+    all.sort(function (a, b) {
+      var ca = a.dataset.level === "critical" ? 0 : 1, cb = b.dataset.level === "critical" ? 0 : 1;
+      return ca - cb || Number(b.dataset.announcementId) - Number(a.dataset.announcementId);
+    });
+    all.forEach(function (el, i) { (i < cap ? shown : rest).appendChild(el); });
+    var extra = Math.max(0, all.length - cap);
+    if (more) {
+      more.hidden = extra === 0;
+      if (!extra) more.open = false;
+      var count = more.querySelector(".js-more-count");
+      if (count) count.textContent = String(extra);
+    }
+    banners.classList.toggle("announcements--empty", all.length === 0);
+    all.forEach(clamp);
+  }
+
+  /* Long text: three lines and a "more" toggle. Measured only when rendered (not in a closed
+     "+N more"), again when that opens. */
+  function clamp(el) {
+    if (el.dataset.clampChecked || !el.offsetParent) return;
+    var text = el.querySelector(".announcement__text");
+    if (!text) return;
+    el.classList.add("announcement--clamp");
+    if (text.scrollHeight <= text.clientHeight + 1) {
+      el.classList.remove("announcement--clamp");
+      el.dataset.clampChecked = "1";
+      return;
+    }
+    el.dataset.clampChecked = "1";
+    var toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "announcement__toggle";
+    toggle.textContent = "more";
+    toggle.setAttribute("aria-expanded", "false");
+    toggle.addEventListener("click", function () {
+      var open = el.classList.toggle("announcement--expanded");
+      toggle.textContent = open ? "less" : "more";
+      toggle.setAttribute("aria-expanded", String(open));
+    });
+    el.querySelector(".announcement__main").appendChild(toggle);
+  }
+
+  function resetClamp(el) {
+    delete el.dataset.clampChecked;
+    el.classList.remove("announcement--clamp", "announcement--expanded");
+    var toggle = el.querySelector(".announcement__toggle");
+    if (toggle) toggle.remove();
   }
 
   function scheduleExpiry(el) {
     var at = el.dataset.expiresAt ? new Date(el.dataset.expiresAt).getTime() : 0;
     var wait = at - Date.now();
-    if (at && wait < 2147483647) setTimeout(function () { el.remove(); }, Math.max(0, wait));
+    if (at && wait < 2147483647) {
+      setTimeout(function () { removeBanner(el.dataset.announcementId, true); }, Math.max(0, wait));
+    }
   }
 
-  function buildBanner(a) {
-    var level = ["info", "warning", "critical"].indexOf(a.level) >= 0 ? a.level : "info";
-    var box = document.createElement("div");
-    box.className = "announcement announcement--" + level + " announcement--new";
-    box.setAttribute("role", level === "critical" ? "alert" : "status");
-    box.dataset.announcementId = String(a.id);
-    if (a.expires_at) box.dataset.expiresAt = a.expires_at;
-    var text = document.createElement("div");
-    text.className = "announcement__text";
+  function fillText(box, a) {
+    var text = box.querySelector(".announcement__text");
+    text.replaceChildren();
     var title = document.createElement("strong");
     title.className = "announcement__title";
     title.textContent = a.title || "";
@@ -240,7 +307,23 @@
       body.textContent = a.body;
       text.appendChild(body);
     }
-    box.appendChild(text);
+  }
+
+  function buildBanner(a) {
+    var level = levelOf(a.level);
+    var box = document.createElement("div");
+    box.className = "announcement announcement--" + level + " announcement--new";
+    box.setAttribute("role", level === "critical" ? "alert" : "status");
+    box.dataset.announcementId = String(a.id);
+    box.dataset.level = level;
+    if (a.expires_at) box.dataset.expiresAt = a.expires_at;
+    var main = document.createElement("div");
+    main.className = "announcement__main";
+    var text = document.createElement("div");
+    text.className = "announcement__text";
+    main.appendChild(text);
+    box.appendChild(main);
+    fillText(box, a);
     var form = document.createElement("form");
     form.className = "announcement__dismiss js-dismiss";
     form.method = "post";
@@ -256,7 +339,7 @@
     return box;
   }
 
-  // The dashboard's "Announcements" card: same rules as the banners (not dismissed, not expired).
+  // The dashboard's "Earlier announcements": history, never the live banners.
   var card = document.getElementById("dashboard-announcements");
 
   function syncCardEmpty() {
@@ -264,12 +347,12 @@
     if (empty) empty.hidden = card.children.length > 0;
   }
 
-  function addToCard(a) {
-    if (!card || card.querySelector('[data-announcement-id="' + Number(a.id) + '"]')) return;
-    var level = ["info", "warning", "critical"].indexOf(a.level) >= 0 ? a.level : "info";
+  function addToHistory(id, a) {
+    if (!card || !a || card.querySelector('[data-announcement-id="' + Number(id) + '"]')) return;
     var li = document.createElement("li");
-    li.dataset.announcementId = String(a.id);
+    li.dataset.announcementId = String(id);
     var badge = document.createElement("span");
+    var level = levelOf(a.level);
     badge.className = "level level--" + level;
     badge.textContent = level;
     li.appendChild(badge);
@@ -277,14 +360,26 @@
     var title = document.createElement("strong");
     title.textContent = a.title || "";
     li.appendChild(title);
-    if (a.body) li.appendChild(document.createTextNode(" — " + a.body));
     card.insertBefore(li, card.firstChild);
+    while (card.children.length > BELL_SIZE) card.removeChild(card.lastChild);
     syncCardEmpty();
   }
 
-  function removeFromCard(id) {
+  function removeFromHistory(id) {
     var li = card && card.querySelector('[data-announcement-id="' + Number(id) + '"]');
     if (li) { li.remove(); syncCardEmpty(); }
+  }
+
+  /* The banner goes; into the dashboard's history unless it was taken back. */
+  function removeBanner(id, keepInHistory) {
+    var el = findBanner(id);
+    if (!el) return;
+    if (keepInHistory) {
+      var title = el.querySelector(".announcement__title");
+      addToHistory(id, { level: el.dataset.level, title: title ? title.textContent : "" });
+    }
+    el.remove();
+    layout();
   }
 
   function onAnnouncement(message, rt) {
@@ -292,21 +387,32 @@
     if (a.id == null || !banners) return;
     // Acknowledge receipt: the admin's "reached live" figure counts these, once per user.
     rt.send("announcement.seen", { id: a.id }).catch(function () {});
-    if (!dismissed[a.id] && !expired(a.expires_at)) addToCard(a);
-    if (shownBanners[a.id] || dismissed[a.id] || expired(a.expires_at)) return;
-    shownBanners[a.id] = true;
+    if (gone[a.id] || findBanner(a.id) || expired(a.expires_at)) return;
     var el = buildBanner(a);
-    banners.insertBefore(el, banners.firstChild);
+    shown.insertBefore(el, shown.firstChild);
+    layout();
     scheduleExpiry(el);
-    if (toastKinds.indexOf("announcement") >= 0) toast(a.title, a.body, null, a.level);
   }
 
-  function onDismissed(message) {
+  function onUpdated(message) {
+    var a = message.data || {};
+    var el = a.id != null && findBanner(a.id);
+    if (!el) return;
+    var level = levelOf(a.level);
+    el.className = "announcement announcement--" + level;
+    el.dataset.level = level;
+    el.setAttribute("role", level === "critical" ? "alert" : "status");
+    fillText(el, a);
+    resetClamp(el);
+    layout();
+  }
+
+  function onGone(message, keepInHistory) {
     var id = (message.data || {}).id;
     if (id == null) return;
-    dismissed[id] = true;
-    removeBanner(id);
-    removeFromCard(id);
+    gone[id] = true;
+    removeBanner(id, keepInHistory);
+    if (!keepInHistory) removeFromHistory(id);
   }
 
   // ---------------------------------------------------------------- clicks and forms
@@ -332,6 +438,15 @@
     });
   }
 
+  // Following a notification's link to another site reads it (a page of ours is marked read
+  // by the server as it opens). keepalive lets the request finish after the page has gone.
+  document.addEventListener("click", function (e) {
+    var link = e.target.closest && e.target.closest("a.notif__title");
+    var item = link && link.closest(".notif--unread[data-notification-id]");
+    if (!item || link.getAttribute("href").charAt(0) === "/") return;
+    post(urlFor(root.dataset.readUrl, item.dataset.notificationId), true).catch(function () {});
+  });
+
   // Forms work without JS (they post and come back); with JS they post in the background and
   // the server's notification.read / announcement.dismissed events update every tab, this one too.
   document.addEventListener("submit", function (e) {
@@ -347,20 +462,35 @@
       e.preventDefault();
       var box = form.closest("[data-announcement-id]");
       var id = box && box.dataset.announcementId;
-      if (box) box.remove();
-      if (id) dismissed[id] = true;
+      if (id) {
+        gone[id] = true;
+        removeBanner(id, true);
+      }
       post(form.action).catch(function () { form.submit(); });
     }
   });
 
   if (banners) {
-    Array.prototype.forEach.call(banners.querySelectorAll("[data-expires-at]"), scheduleExpiry);
+    each(".announcement[data-expires-at]", scheduleExpiry, banners);
+    if (more) more.addEventListener("toggle", layout);
+    var resizing = null;
+    window.addEventListener("resize", function () {
+      clearTimeout(resizing);
+      resizing = setTimeout(function () {
+        each(".announcement[data-announcement-id]", resetClamp, banners);
+        layout();
+      }, 200);
+    });
+    layout();
   }
 
   window.withRealtime(function (rt) {
     rt.on("notification", onNotification);
     rt.on("notification.read", onRead);
     rt.on("announcement", function (m) { onAnnouncement(m, rt); });
-    rt.on("announcement.dismissed", onDismissed);
+    rt.on("announcement.updated", onUpdated);
+    rt.on("announcement.ended", function (m) { onGone(m, true); });
+    rt.on("announcement.retracted", function (m) { onGone(m, false); });
+    rt.on("announcement.dismissed", function (m) { onGone(m, true); });
   });
 })();

@@ -41,12 +41,17 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-#: Where each story's final state is photographed (gitignored).
+#: Where each story's final state is photographed (gitignored). Tests never write tracked files:
+#: the pictures in docs/ come from ``make screenshots`` (scripts/screenshots.py).
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 
-#: The README's picture of the dashboard, refreshed only by test_features_screenshot.py (the story
-#: that stages a banner, a toast and the chat panel).
-DASHBOARD_SCREENSHOT = ROOT / "docs" / "screenshot-dashboard.png"
+#: The two screens every numbered story of issue 16 is tried on.
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1200, "height": 800}
+VIEWPORTS = {"phone": PHONE, "desktop": DESKTOP}
+
+#: axe-core, installed by scripts/browser-deps.sh (npm, gitignored node_modules).
+AXE_SCRIPT = ROOT / "tests" / "browser" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 
 #: Playwright's auto-waiting expectations give a reconnect through a worker restart time to land.
 WAIT_MS = 15_000
@@ -151,9 +156,12 @@ class Browsing:
 
     def new_context(self, **options: Any) -> BrowserContext:
         """A fresh profile: no cookies, no storage (one person on one device). ``options`` go to
-        Playwright's ``new_context`` (e.g. ``locale``)."""
-        options = {"base_url": self.server.url, "viewport": {"width": 1200, "height": 800},
-                   **options}
+        Playwright's ``new_context`` (e.g. ``locale``); ``screen="phone"`` is a 390x844 touch
+        phone, the default a desktop window."""
+        screen = options.pop("screen", "desktop")
+        if screen == "phone":
+            options = {"is_mobile": True, "has_touch": True, **options}
+        options = {"base_url": self.server.url, "viewport": VIEWPORTS[screen], **options}
         context = self.browser.new_context(**options)
         context.add_init_script(_CSP_LISTENER)
         context.on("page", self.errors.watch)
@@ -240,9 +248,54 @@ def user_id(page: Page) -> str:
     return value
 
 
-def save_dashboard(page: Page, path: Path = DASHBOARD_SCREENSHOT) -> None:
+def save_dashboard(page: Page, path: Path) -> None:
     # Finished animations (a toast sliding in) make the picture the same on every run.
     page.screenshot(path=str(path), animations="disabled")
+
+
+@pytest.fixture(params=list(VIEWPORTS))
+def screen(request) -> str:
+    """Run the story on a phone (390x844) and on a desktop window."""
+    return request.param
+
+
+def no_sideways_scroll(page: Page) -> int:
+    """How many pixels the page is wider than the window (0: nothing scrolls sideways).
+
+    When it is not 0, the widest culprits are printed (they are in the test's output).
+    """
+    over = page.evaluate(
+        "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+        " - window.innerWidth")
+    if over > 0:
+        print("wider than the window:", page.evaluate("""() => Array.from(
+            document.querySelectorAll("body *")).filter(e => e.getBoundingClientRect().right
+            > window.innerWidth + 1).slice(0, 8).map(e => e.tagName + "." + e.className + " "
+            + Math.round(e.getBoundingClientRect().right))"""))
+    return over
+
+
+def axe_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical")
+                   ) -> list[dict[str, Any]]:
+    """Run axe-core in the page; the violations of the given impacts, with where they are.
+
+    The script goes in through the DevTools protocol (``evaluate``), which the page's CSP does
+    not govern, so the CSP stays exactly as users get it.
+    """
+    if not AXE_SCRIPT.exists():
+        reason = f"{AXE_SCRIPT} is missing: run scripts/browser-deps.sh (npm install axe-core)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(AXE_SCRIPT.read_text() + "\n;undefined")
+    result = page.evaluate("""async () => {
+        const r = await axe.run(document, {resultTypes: ["violations"]});
+        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+            nodes: v.nodes.map(n => ({target: n.target.join(" "), html: n.html.slice(0, 200),
+                                      summary: n.failureSummary}))}));
+    }""")
+    return [v for v in result if v["impact"] in impacts]
 
 
 def wait_live(page: Page) -> None:

@@ -1,18 +1,22 @@
-"""The README's picture: alice's dashboard on an ordinary morning, staged through the real paths
-(an operator's broadcast, bob's chat message, a build notification) on a server of its own so
-nothing from other stories shows up in it."""
+"""Alice's dashboard on an ordinary morning, staged through the real paths (an operator's
+broadcast, bob's chat message, a build notification) and photographed into a temporary folder:
+tests never rewrite tracked files. The README's pictures come from ``make screenshots``."""
 
 from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import DASHBOARD_SCREENSHOT, flask_cli, save_dashboard, wait_live
+from tests.browser.conftest import ROOT, flask_cli, save_dashboard, wait_live
 from tests.support.forms import csrf_token_from
 from tests.support.live import live_login
 
 
-def test_alices_dashboard_with_a_banner_a_toast_and_the_chat_panel_open(browsing, server):
-    # Announced earlier this morning, so the dashboard's own list carries it too.
+def test_alices_dashboard_with_a_banner_a_toast_and_the_chat_panel_open(
+    browsing, server, tmp_path
+):
+    tracked = ROOT / "docs" / "screenshot-dashboard.png"
+    before = tracked.read_bytes() if tracked.exists() else None
+    # Announced earlier this morning: a banner (and only a banner) until she dismisses it.
     flask_cli(server, "broadcast", "Maintenance tonight at 22:00",
               "--body", "Tidings will be read-only for about 15 minutes.",
               "--level", "warning", "--author", "admin")
@@ -57,7 +61,9 @@ def test_alices_dashboard_with_a_banner_a_toast_and_the_chat_panel_open(browsing
     expect(page.locator("#dashboard-notifications .notif__title").first).to_have_text(
         "Build #42 passed")
 
-    save_dashboard(page)
+    picture = tmp_path / "dashboard.png"
+    save_dashboard(page, picture)
     # Still there after the shot, so it is in the picture (toasts fade after 8 s).
     expect(toast).to_be_visible()
-    assert DASHBOARD_SCREENSHOT.stat().st_size > 0
+    assert picture.stat().st_size > 0
+    assert (tracked.read_bytes() if tracked.exists() else None) == before

@@ -229,3 +229,185 @@ def test_flask_broadcast_from_the_shell(app, runner):
 def test_flask_broadcast_explains_mistakes(runner, args, message):
     result = runner.invoke(args=args)
     assert result.exit_code != 0 and message in result.output
+
+
+# ---- after publishing: edit, end, retract (issue 16, item 5) ----------------------------------
+
+
+def banner_area(html: str) -> str:
+    return html.split('id="announcement-banners"', 1)[1].split("<main", 1)[0]
+
+
+def test_an_admin_edits_ends_and_retracts_and_the_audience_hears_each_change(app):
+    with app.app_context():
+        boss = user("boss")
+        a = announcements.publish(boss, "Maintenance at noon", "Ten minutes", level="info",
+                                  audience="role", role="user")
+        announcements.edit(a.id, "Maintenance at one", "Twenty minutes", "warning")
+        b = announcements.publish(boss, "Retract me", audience="role", role="user")
+        announcements.end(a.id)
+        announcements.end(a.id)  # twice: nothing more happens
+        announcements.retract(b.id)
+        announcements.retract(b.id)
+        alice = user("alice")
+        assert announcements.active_for(alice) == []
+        # Ended stays in alice's history; retracted is gone from it as if never sent.
+        assert [x.title for x in announcements.history_for(alice)] == ["Maintenance at one"]
+        assert [x.status() for x in db.session.scalars(
+            select(Announcement).order_by(Announcement.id))] == ["ended", "retracted"]
+    sent = [(e["type"], e["data"].get("title"), e["data"].get("id"))
+            for e in events(app, "role:user")]
+    assert sent == [
+        ("announcement", "Maintenance at noon", a.id),
+        ("announcement.updated", "Maintenance at one", a.id),
+        ("announcement", "Retract me", b.id),
+        ("announcement.ended", None, a.id),
+        ("announcement.retracted", None, b.id),
+    ]
+    updated = events(app, "role:user")[1]["data"]
+    assert (updated["body"], updated["level"]) == ("Twenty minutes", "warning")
+
+
+def test_changes_to_an_announcement_for_chosen_users_reach_only_them(app):
+    with app.app_context():
+        dave = add_user("dave")
+        a = announcements.publish(user("boss"), "Just you", audience="users", users=[dave])
+        announcements.end(a.id)
+        dave_id, alice_id = dave.id, user("alice").id
+    assert [e["type"] for e in events(app, f"user:{dave_id}")] == [
+        "announcement", "announcement.ended"]
+    assert events(app, f"user:{alice_id}") == []
+
+
+def test_the_admin_pages_end_edit_and_retract(app, client, auth):
+    with app.app_context():
+        a = announcements.publish(user("boss"), "Old words", level="info")
+    auth.login("boss", "boss-password-1")
+    edit_page = client.get(f"/admin/announcements/{a.id}/edit").get_data(as_text=True)
+    assert 'value="Old words"' in edit_page
+    token = csrf_token_from(edit_page)
+    response = client.post(f"/admin/announcements/{a.id}/edit", data={
+        "csrf_token": token, "title": "New words", "body": "Better", "level": "warning"})
+    assert response.status_code == 302
+    assert "New words" in banner_area(client.get("/").get_data(as_text=True))
+
+    assert client.post(f"/admin/announcements/{a.id}/end",
+                       data={"csrf_token": token}).status_code == 302
+    home = client.get("/").get_data(as_text=True)
+    assert "New words" not in banner_area(home)
+    earlier = home.split('id="dashboard-announcements"', 1)[1].split("</ul>", 1)[0]
+    assert "New words" in earlier
+    history = client.get("/admin/announcements").get_data(as_text=True)
+    assert f'data-announcement-id="{a.id}" data-status="ended"' in history
+
+    assert client.post(f"/admin/announcements/{a.id}/retract",
+                       data={"csrf_token": token}).status_code == 302
+    home = client.get("/").get_data(as_text=True)
+    assert "New words" not in home.split('id="dashboard-announcements"', 1)[1]
+    # A retracted announcement cannot be edited back to life.
+    assert client.get(f"/admin/announcements/{a.id}/edit").status_code == 302
+
+
+@pytest.mark.parametrize("action", ["end", "retract", "edit"])
+def test_changing_an_unknown_announcement_is_a_404(client, auth, action):
+    auth.login("boss", "boss-password-1")
+    token = csrf_token_from(client.get("/admin/announcements").get_data(as_text=True))
+    for number in (999, 10**19 + 7):
+        response = client.post(f"/admin/announcements/{number}/{action}",
+                               data={"csrf_token": token, "title": "x", "level": "info"})
+        assert response.status_code == 404
+
+
+def test_users_cannot_end_or_retract(app, client, auth):
+    with app.app_context():
+        a = announcements.publish(user("boss"), "Stays")
+    auth.login()
+    token = csrf_token_from(client.get("/").get_data(as_text=True))
+    for action in ("end", "retract"):
+        assert client.post(f"/admin/announcements/{a.id}/{action}",
+                           data={"csrf_token": token}).status_code == 403
+    with app.app_context():
+        assert announcements.is_active(db.session.get(Announcement, a.id))
+
+
+def test_preview_shows_the_banner_and_its_reach_and_sends_nothing(app, client, auth):
+    auth.login("boss", "boss-password-1")
+    response = compose(client, title="Coffee in the lobby", body="At three", preview="Preview")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    preview = html.split('id="compose-preview"', 1)[1].split("</section>", 1)[0]
+    assert "Coffee in the lobby" in preview and "announcement--info" in preview
+    assert 'data-preview-recipients>2<' in preview
+    # The form keeps what was typed, ready to publish.
+    assert 'value="Coffee in the lobby"' in html
+    with app.app_context():
+        assert db.session.scalars(select(Announcement)).all() == []
+    assert events(app, "broadcast") == []
+
+
+def test_a_critical_announcement_to_everyone_needs_a_confirmation(app, client, auth):
+    auth.login("boss", "boss-password-1")
+    first = compose(client, title="Evacuate the building", level="critical", audience="all")
+    html = first.get_data(as_text=True)
+    assert first.status_code == 200
+    assert "Publish critical announcement to everyone" in html
+    assert 'id="submit"' not in html  # the plain Publish button is replaced by the confirmation
+    with app.app_context():
+        assert db.session.scalars(select(Announcement)).all() == []
+
+    confirmed = compose(client, title="Evacuate the building", level="critical", audience="all",
+                        confirmed="critical-all")
+    assert confirmed.status_code == 302
+    with app.app_context():
+        [a] = db.session.scalars(select(Announcement)).all()
+        assert a.level == "critical"
+    # Critical to one role, or a warning to everyone, goes out without the extra step.
+    assert compose(client, title="Admins: disk full", level="critical", audience="role",
+                   role="admin").status_code == 302
+    assert compose(client, title="Slow today", level="warning").status_code == 302
+
+
+def test_reached_live_and_dismissed_figures_are_pushed_to_admins(app):
+    """The admin's history page updates its figures from these (ephemeral: nothing stored)."""
+    state = app.extensions["realtime"]
+    with app.app_context():
+        a = announcements.publish(user("boss"), "Counted")
+        state.ensure_started()
+        pushed: list[dict] = []
+        state.broker.publish = lambda message: pushed.append(message)
+        announcements.record_seen(user("alice"), a.id)
+        announcements.record_seen(user("alice"), a.id)  # another tab: counted once, no push
+        announcements.dismiss(user("alice"), a.id)
+    figures = [json.loads(m["payload"]) for m in pushed if m.get("stream") == "role:admin"]
+    assert [(f["type"], f["data"]["live_reached"], f["data"]["dismissed"]) for f in figures] == [
+        ("announcement.figures", 1, 0), ("announcement.figures", 1, 1)]
+    assert all(m["seq"] is None for m in pushed if m.get("stream") == "role:admin")
+    assert [e["type"] for e in events(app, "role:admin")] == []
+
+
+def test_banners_show_two_then_more_critical_first(app, client, auth):
+    with app.app_context():
+        for n in range(4):
+            announcements.publish(user("boss"), f"Notice {n}")
+        announcements.publish(user("boss"), "Critical one", level="critical", audience="role",
+                              role="user")
+        announcements.publish(user("boss"), "Newest info")
+    auth.login()
+    area = banner_area(client.get("/").get_data(as_text=True))
+    shown, rest = area.split('class="announcements__more"', 1)
+    assert shown.count('class="announcement__title"') == 2
+    assert shown.index("Critical one") < shown.index("Newest info")
+    assert rest.count('class="announcement__title"') == 4
+    assert '<span class="js-more-count">4</span> more' in rest
+
+
+def test_the_dashboard_lists_history_not_the_live_banners(app, client, auth):
+    with app.app_context():
+        announcements.publish(user("boss"), "Happening now")
+        old = announcements.publish(user("boss"), "Old news")
+        announcements.dismiss(user("alice"), old.id)
+    auth.login()
+    home = client.get("/").get_data(as_text=True)
+    card = home.split('id="dashboard-announcements"', 1)[1].split("</ul>", 1)[0]
+    assert "Old news" in card and "Happening now" not in card
+    assert "Happening now" in banner_area(home)

@@ -172,3 +172,152 @@ def test_the_dashboard_shows_how_far_the_last_announcements_reached_live(app, cl
     page = client.get("/admin/ops").get_data(as_text=True)
     assert "Maintenance &lt;tonight&gt;" in page
     assert "reached 3 of 5 live" in " ".join(page.split())
+
+
+# ---- the plain-language page: smoothed rates, delivery time, errors (issue 16, item 10) ------
+
+
+def worker_row(worker: str, **counters: Any) -> dict[str, Any]:
+    return {"worker": worker, **counters}
+
+
+def test_a_burst_stays_on_the_tiles_for_a_minute_instead_of_falling_to_zero():
+    from app.ops.window import CounterWindow
+
+    window = CounterWindow()
+    window.add([worker_row("h:1", delivered_live=0, published=0)], now=1000.0)
+    # A burst of 300 deliveries in one second, then silence for 40 s.
+    window.add([worker_row("h:1", delivered_live=300, published=10)], now=1001.0)
+    for second in range(2, 42):
+        window.add([worker_row("h:1", delivered_live=300, published=10)], now=1000.0 + second)
+    minute = window.last_minute(now=1041.0)
+    assert minute["counts"]["delivered_live"] == 300
+    assert minute["per_second"]["delivered_live"] == round(300 / 41, 2)
+    # The chart's point (last 5 s) is honest about the quiet: 0 now, the burst earlier.
+    assert window.chart()[-1][1] == 0.0
+    assert max(rate for _, rate in window.chart()) > 0
+    # Past the window the burst is gone.
+    for second in range(42, 110):
+        window.add([worker_row("h:1", delivered_live=300, published=10)], now=1000.0 + second)
+    assert window.last_minute(now=1109.0)["counts"]["delivered_live"] == 0
+
+
+def test_window_counts_survive_a_restarted_worker_and_take_the_busiest_publisher():
+    from app.ops.window import CounterWindow
+
+    window = CounterWindow()
+    window.add([worker_row("h:1", published=100, delivered_live=500),
+                worker_row("h:2", published=100, delivered_live=400)], now=0.0)
+    window.add([worker_row("h:1", published=130, delivered_live=560),
+                worker_row("h:2", published=125, delivered_live=430),
+                worker_row("h:3", published=7, delivered_live=9)], now=10.0)
+    # h:2 was recycled: its counters restart from 0 (they count, as they are).
+    window.add([worker_row("h:1", published=140, delivered_live=600),
+                worker_row("h:2", published=4, delivered_live=20),
+                worker_row("h:3", published=17, delivered_live=19)], now=20.0)
+    minute = window.last_minute(now=20.0)
+    assert minute["counts"]["delivered_live"] == 100 + 20 + 19
+    # Every message reaches every worker: the site sent as many as the busiest worker saw.
+    assert minute["counts"]["published"] == 40
+
+
+def test_errors_count_refusals_cut_offs_and_server_closes_but_not_the_network():
+    from app.ops.window import CounterWindow
+
+    window = CounterWindow()
+    window.add([worker_row("h:1", refused_capacity=1, cut_offs=0, dead_peers=5,
+                           close_codes={"1011": 1, "1000": 40})], now=0.0)
+    window.add([worker_row("h:1", refused_capacity=3, cut_offs=1, dead_peers=9,
+                           close_codes={"1011": 2, "1000": 90, "1001": 4})], now=30.0)
+    counts = window.last_minute(now=30.0)["counts"]
+    assert (counts["refused_capacity"], counts["cut_offs"], counts["server_errors"],
+            counts["dead_peers"]) == (2, 1, 1, 4)
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    ('{"type":"x","stream":"s","data":{"ts":1},"ts":1700000000.123456,"id":4}', 1700000000.123456),
+    ('{"type":"x","stream":"s","data":null,"ts":1700000001.5}', 1700000001.5),
+    ('{"type":"x","stream":"s","data":null}', None),
+])
+def test_the_publish_time_is_read_from_the_envelopes_last_fields(payload, expected):
+    from app.ops.window import payload_timestamp
+
+    assert payload_timestamp(payload) == expected
+
+
+def test_delivery_times_are_percentiles_over_the_last_minute():
+    from app.ops.window import DeliveryTimes
+
+    times = DeliveryTimes()
+    for ms in range(1, 101):  # 1 .. 100 ms, all at t=1000
+        times.record(published_at=1000.0 - ms / 1000, now=1000.0)
+    summary = times.summary(now=1000.0)
+    assert summary["count"] == 100
+    assert summary["p50_ms"] == pytest.approx(50, abs=0.01)
+    assert summary["p95_ms"] == pytest.approx(95, abs=0.01)
+    assert summary["max_ms"] == pytest.approx(100, abs=0.01)
+    assert times.summary(now=1061.0) == {"count": 0, "p50_ms": None, "p95_ms": None,
+                                         "max_ms": None}
+
+
+def test_every_event_this_worker_fans_out_is_timed(app):
+    """The ops listener reads the envelope's publish time after the worker dispatched it."""
+    from app.extensions import realtime
+
+    window = app.extensions["ops"]
+    with app.app_context():
+        realtime.publish("user:1", "notification", {"title": "timed"})
+    deadline = time.monotonic() + 10
+    while window.delivery.summary()["count"] == 0:
+        assert time.monotonic() < deadline, "the dispatch was never timed"
+        time.sleep(0.02)
+    summary = window.delivery.summary()
+    assert 0 <= summary["p50_ms"] < 10_000
+
+
+def aggregate_with(relay: str = "connected", **totals: Any) -> dict[str, Any]:
+    base = {"workers": 2, "sockets": 9, "capacity": 20, "users_online": 3, "published": 0,
+            "delivered": 0, "published_per_s": 0.0, "delivered_per_s": 0.0, "opened": 9,
+            "closed": 0, "refused_capacity": 0, "refused_auth": 0, "cut_offs": 0,
+            "dead_peers": 0}
+    return {"at": time.time(), "interval": 1.0, "worker": "h:1", "totals": {**base, **totals},
+            "users": [], "users_truncated": False, "workers": [],
+            "broker": {"kind": "redis", "state": relay, "lag_ms": 1.0}}
+
+
+def test_the_summary_answers_in_plain_words():
+    from app.ops.figures import summary
+    from app.ops.window import OpsWindow
+
+    window = OpsWindow()
+    quiet = summary(aggregate_with(), window)
+    assert quiet["status"] == "ok"
+    assert quiet["headline"] == ("All good: 3 people connected, no messages and no errors in "
+                                 "the last minute.")
+    now = time.time()
+    for ms in (8, 10, 12, 30):
+        window.delivery.record(now - ms / 1000, now=now)
+    busy = summary(aggregate_with(), window)
+    assert busy["headline"].startswith("All good: messages reach 3 people in 10 ms")
+    assert "95% within 30 ms" in busy["headline"]
+
+    window.counters.add([worker_row("h:1", refused_capacity=0)], now=now - 10)
+    window.counters.add([worker_row("h:1", refused_capacity=2)], now=now)
+    trouble = summary(aggregate_with(relay="reconnecting"), window)
+    assert trouble["status"] == "attention"
+    assert trouble["errors"] == {"refused": 2, "cut_off": 0, "server": 0}
+    assert trouble["headline"] == ("Needs attention: 2 errors in the last minute; the relay "
+                                   "between server processes is reconnecting.")
+
+
+def test_the_page_speaks_plain_language(client, auth):
+    auth.login("boss", "boss-password-1")
+    page = " ".join(client.get("/admin/ops").get_data(as_text=True).split())
+    for words in ("Connected people", "Messages delivered", "Delivery time (p50/p95)", "Errors",
+                  "in the last minute", "All good"):
+        assert words in page
+    for jargon in ("Pushback", "dead peers", "broker lag"):
+        assert jargon not in page
+    stats = client.get("/admin/ops/stats").get_json()
+    assert {"headline", "people", "delivery", "errors_last_minute"} <= set(stats["summary"])
+    assert isinstance(stats["chart"], list)

@@ -1,0 +1,3 @@
+from blinker import Namespace
+
+room_read = Namespace().signal("chat.room-read")
