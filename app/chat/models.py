@@ -39,6 +39,11 @@ class Room(db.Model):
     # A unique column rather than a lookup-then-insert check: two tabs opening the same DM at
     # once cannot create two rooms.
     dm_key: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    #: Set by an admin: the room leaves every list and its history becomes read-only.
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    archived_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
 
     @property
     def stream(self) -> str:
@@ -63,12 +68,16 @@ class RoomMember(db.Model):
 
 
 class Message(db.Model):
-    """One chat message; order is ``id``. Deleted messages keep their row for the record."""
+    """One chat message; order is ``id``. Deleted messages keep their row (a tombstone in the
+    history, without the text)."""
 
     __tablename__ = "chat_messages"
     __table_args__ = (
         Index("ix_chat_messages_room_id_id", "room_id", "id"),
         Index("ix_chat_messages_user_created", "user_id", "created_at"),
+        # The page's own id for a message: a resend after a lost reply finds the first copy
+        # instead of storing a second one, even when both arrive at once.
+        UniqueConstraint("user_id", "client_id", name="uq_chat_messages_user_client"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -82,15 +91,41 @@ class Message(db.Model):
     deleted_by: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
+    client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     def to_json(self, sender_name: str) -> dict[str, Any]:
-        return {
+        deleted = self.deleted_at is not None
+        data: dict[str, Any] = {
             "id": self.id,
             "room": self.room_id,
             "user": {"id": self.user_id, "name": sender_name},
-            "body": self.body,
+            # A tombstone keeps its place and author, never its text.
+            "body": "" if deleted else self.body,
             "created_at": iso(self.created_at),
+            "edited_at": None if deleted else iso(self.edited_at),
+            "deleted": deleted,
         }
+        if self.client_id:
+            data["client_id"] = self.client_id
+        return data
+
+
+class Budget(db.Model):
+    """A token bucket per (user, action): ``tokens`` as of ``updated_at`` (Unix seconds).
+
+    Spending is one conditional UPDATE (see service.spend), so concurrent requests in any number
+    of workers cannot spend the same token twice, which a count-then-insert check allows.
+    """
+
+    __tablename__ = "chat_budgets"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    action: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class Presence(db.Model):

@@ -16,9 +16,6 @@ from app.extensions import db, realtime
 from app.models import User
 from flask_tidings import Connection, Identity, RealtimeError
 
-#: Longest ``client_id`` echoed back (the page's own id for a pending message).
-MAX_CLIENT_ID = 64
-
 
 @realtime.authorizer("room")
 def can_follow_room(identity: Identity, room_id: str) -> bool:
@@ -49,14 +46,16 @@ def _room(conn: Connection, data: dict[str, Any]) -> Any:
 
 @realtime.on("chat.send")
 def send(conn: Connection, data: Any) -> dict[str, Any]:
-    """``{"room": 3, "body": "hi", "client_id": "c1"}`` → ``{"message": {...}}``."""
+    """``{"room": 3, "body": "hi", "client_id": "c1"}`` → ``{"message": {...}}``.
+
+    ``client_id`` is the page's id for its pending copy (a short token, see
+    ``service.CLIENT_ID``); sending the same one again answers with the first message.
+    """
     data = _data(data)
     room = _room(conn, data)
-    client_id = data.get("client_id")
-    if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID):
-        raise RealtimeError("bad_message", f'"client_id" is a string of at most {MAX_CLIENT_ID}.')
     try:
-        message = service.post_message(_user_id(conn), room.id, data.get("body"), client_id)
+        message = service.post_message(_user_id(conn), room.id, data.get("body"),
+                                       data.get("client_id"))
     except ChatError as exc:
         raise RealtimeError(exc.code, exc.message) from None
     return {"message": message}
@@ -87,25 +86,44 @@ def who_is_here(conn: Connection, data: Any) -> dict[str, Any]:
 
 @realtime.on("chat.read")
 def read(conn: Connection, data: Any) -> dict[str, Any]:
-    """The page saw messages up to ``message``: move the read position (unread counts)."""
+    """The page saw messages up to ``message``: move the read position (unread counts, the
+    user's other tabs, and the notifications about this room)."""
     data = _data(data)
     room = _room(conn, data)
     message_id = data.get("message")
-    if isinstance(message_id, bool) or not isinstance(message_id, int) or message_id < 0:
+    if isinstance(message_id, bool) or not isinstance(message_id, int) or (
+        message_id != 0 and service.parse_id(message_id) is None
+    ):
         raise RealtimeError("bad_message", '"message" must be a message id.')
     service.mark_read(room, _user_id(conn), message_id)
     return {"ok": True}
 
 
-@realtime.on("chat.delete")
-def delete(conn: Connection, data: Any) -> dict[str, Any]:
-    """Admins: ``{"message": 812}`` hides a message for everyone, live and in history."""
-    data = _data(data)
+def _actor(conn: Connection) -> User:
     actor = db.session.get(User, _user_id(conn))
     if actor is None:
-        raise RealtimeError("forbidden", "Only admins can delete messages.")
+        raise RealtimeError("forbidden", "Log in again.")
+    return actor
+
+
+@realtime.on("chat.edit")
+def edit(conn: Connection, data: Any) -> dict[str, Any]:
+    """The author: ``{"message": 812, "body": "new text"}``; every open page shows the change."""
+    data = _data(data)
     try:
-        message = service.delete_message(actor, data.get("message"))
+        message = service.edit_message(_actor(conn), data.get("message"), data.get("body"))
+    except ChatError as exc:
+        raise RealtimeError(exc.code, exc.message) from None
+    return {"message": message}
+
+
+@realtime.on("chat.delete")
+def delete(conn: Connection, data: Any) -> dict[str, Any]:
+    """The author or an admin: ``{"message": 812}`` leaves a tombstone for everyone, live and
+    in history."""
+    data = _data(data)
+    try:
+        message = service.delete_message(_actor(conn), data.get("message"))
     except ChatError as exc:
         raise RealtimeError(exc.code, exc.message) from None
     return {"deleted": message.id}
