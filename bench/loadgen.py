@@ -72,6 +72,8 @@ class Peer:
         self.close_codes: list[str] = []
         self.stopped = False
         self.worker = ""
+        #: (index in ``raw``, worker) at each welcome: which worker sent which frames.
+        self.segments: list[tuple[int, str]] = []
 
     def update_cursors(self) -> None:
         """The last id seen per stream: the newest frames, decoded until each stream has one."""
@@ -176,6 +178,7 @@ class Sock(WSListener):
         peer = self.peer
         if type_ == "welcome":
             peer.worker = str(msg.get("conn", "")).rsplit("-", 1)[0]
+            peer.segments.append((len(peer.raw), peer.worker))
             peer.attempt = 0
             if self.proc_resumes():
                 peer.update_cursors()
@@ -248,6 +251,7 @@ class Proc:
             peer.raw = []
             peer.scanned = 0
             peer.close_codes = []
+            peer.segments = [(0, peer.worker)]
 
     async def connect(self, specs: list[Spec]) -> dict[str, Any]:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -277,18 +281,24 @@ class Proc:
                 "connects": sum(p.connects for p in self.peers)}
 
     def report(self, expected: dict[str, list[int]]) -> dict[str, Any]:
-        """Loss and duplicates against the ids each stream was expected to deliver."""
+        """Loss and duplicates against the ids each stream was expected to deliver; latencies,
+        also per worker that delivered them (``lat_by_worker``)."""
         lat: list[float] = []
+        by_worker: dict[str, list[float]] = {}
         last_recv, first_ts = 0.0, float("inf")
         ids_of: dict[int, dict[str, list[int]]] = {}
         for peer in self.peers:
             ids: dict[str, list[int]] = {}
-            for now, payload in peer.raw:
+            bounds = peer.segments or [(0, peer.worker)]
+            for n, (now, payload) in enumerate(peer.raw):
                 msg = json.loads(payload)
                 if msg.get("type") != "bench":
                     continue
                 ids.setdefault(msg["stream"], []).append(msg["id"])
-                lat.append((now - msg["ts"]) * 1000.0)
+                ms = (now - msg["ts"]) * 1000.0
+                lat.append(ms)
+                worker = next((w for start, w in reversed(bounds) if start <= n), peer.worker)
+                by_worker.setdefault(worker, []).append(ms)
                 last_recv = max(last_recv, now)
                 first_ts = min(first_ts, msg["ts"])
             ids_of[peer.spec.index] = ids
@@ -322,7 +332,7 @@ class Proc:
                 out["lost"] += lost_here
                 out["healthy_lossy"] += bool(lost_here)
         out.update(lat=lat, received=len(lat), last_recv=last_recv,
-                   first_ts=first_ts if lat else None)
+                   first_ts=first_ts if lat else None, lat_by_worker=by_worker)
         return out
 
     def close(self) -> None:
@@ -447,9 +457,12 @@ class Clients:
 
     def report(self, expected: dict[str, list[int]]) -> dict[str, Any]:
         parts = self._all("report", [expected] * len(self.pipes))
-        merged: dict[str, Any] = {"lat": [], "reach": {}, "close_codes": {}, "workers": {}}
+        merged: dict[str, Any] = {"lat": [], "reach": {}, "close_codes": {}, "workers": {},
+                                  "lat_by_worker": {}}
         for part in parts:
             merged["lat"].extend(part.pop("lat"))
+            for worker, values in part.pop("lat_by_worker").items():
+                merged["lat_by_worker"].setdefault(worker, []).extend(values)
             for key in ("reach", "close_codes", "workers"):
                 for k, v in part.pop(key).items():
                     merged[key][k] = merged[key].get(k, 0) + v
