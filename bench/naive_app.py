@@ -1,13 +1,16 @@
 """The baseline: the simplest flask-sock broadcast (a locked global list and a send loop).
 
 No auth (``/ws?user=<id>``), no bounded queue, no heartbeats: exactly what a first attempt looks
-like. Same bench endpoints and envelope shape as bench/server.py, so one load generator measures both.
+like. Same bench endpoints and envelope shape as bench/server.py, and the same handshake the load
+generator speaks to every server (``welcome``, then ``subscribe`` answered by ``subscribed``), so
+the connect rate is measured alike; broadcasts still go to every socket, as a first attempt does.
 Run as ``gunicorn -k gthread --threads 2N+50 bench.naive_app:app``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -24,11 +27,20 @@ lock = threading.Lock()
 
 @sock.route("/ws")
 def websocket(ws: Any) -> None:
+    user = request.args.get("user", "0")
     with lock:
-        clients[ws] = request.args.get("user", "0")
+        clients[ws] = user
+    ws.send(json.dumps({"type": "welcome", "conn": f"naive:{os.getpid()}", "user": user,
+                        "streams": [f"user:{user}", "broadcast", "role:user"]}))
     try:
         while True:
-            ws.receive()  # the baseline ignores what clients say
+            message = json.loads(ws.receive())
+            if message.get("type") == "subscribe":  # answered; the fan-out ignores it
+                stream = message.get("stream")
+                with lock:
+                    head = heads.get(stream, 0)
+                ws.send(json.dumps({"type": "subscribed", "stream": stream, "head": head,
+                                    "after": head, "ref": message.get("ref")}))
     except Exception:
         pass
     finally:

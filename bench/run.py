@@ -1,7 +1,17 @@
-"""Orchestrates the scenarios of issue 7 against Tidings and the naive baseline, then reports.
+"""Orchestrates the scenarios against Tidings, the naive baseline and the reference, then reports.
 
-Scenarios (see bench/RESULTS.md): A broadcast at 20/s; B broadcast throughput; C notifications to
-random users; S 2% stalled readers; W two workers + Redis; P page loads while sockets are open.
+Three servers side by side in every scenario they can run: Tidings (the real site), the naive
+flask-sock loop (bench/naive_app.py) and the reference, websockets on uvloop
+(bench/ref_server.py). Every client follows its user stream, ``broadcast`` and its role stream,
+as the browser does.
+
+Scenarios (see bench/RESULTS.md): **A** broadcast at 20/s; **B** broadcasts back to back, one per
+HTTP request from concurrent posters (the headline: how an admin form or a chat message
+publishes); **B500** 500 broadcasts from one request (batched, synthetic); **C** notifications to
+random users; **S** 2% stalled readers; **W** two workers + Redis; **P** page loads while sockets
+are open; **PUB** server CPU per publish request with no socket open; **R** reconnect storm
+(SIGTERM + restart, every client reconnects with the browser's jitter and resumes). The connect
+rate and the server's CPU per handshake are measured as each session opens.
 Every loop is bounded in count and time; servers run in their own process group and are always
 killed in ``finally``.
 """
@@ -9,6 +19,9 @@ killed in ``finally``.
 from __future__ import annotations
 
 import argparse
+import http.client
+import itertools
+import json
 import os
 import platform
 import random
@@ -28,14 +41,30 @@ import requests
 
 from bench.loadgen import USER_AGENT, Clients, Spec
 from bench.report import write_outputs
-from bench.servers import ROOT, Server, start_naive, start_tidings
-from bench.users import create_users, session_cookies
+from bench.servers import (
+    ROOT,
+    TOKEN,
+    Server,
+    _cpu_ticks,
+    start_naive,
+    start_ref,
+    start_tidings,
+)
+from bench.users import create_users, session_cookies, signing_app
 
 RESULTS = ROOT / "bench" / "results"
 #: Scenario A and S: broadcasts per second, for how long, payload padding.
 RATE, SECONDS, SIZE = 20, 5.0, 64
-#: Scenario B: broadcasts published back to back.
+#: Scenario B (the headline): broadcasts back to back, one per HTTP request, from this many
+#: concurrent posters (an admin form, a chat message: one event per request).
+POSTED, POSTERS = 300, 8
+#: Scenario B500 (batched, synthetic): this many broadcasts published by one request.
 BURST = 500
+#: Scenario PUB: publish requests (one event each) to a server with no socket open.
+PUB_COUNT, PUB_POSTERS = 400, 4
+#: Scenario R: broadcasts per second published out of process (a job queue, cron) all through the
+#: storm, also while the server is down; how long to wait for every client to come back.
+STORM_RATE, STORM_TIMEOUT = 10, 240.0
 #: Scenario C: notifications, each to one random user.
 NOTIFICATIONS = 5000
 #: Scenario S: share of stalled clients, and what each is sent to fill its buffers (8 MB: more
@@ -99,18 +128,6 @@ def _percentiles(lat: list[float]) -> dict[str, float | None]:
             "max_ms": float(arr.max())}
 
 
-def _cpu_ticks(pids: list[int]) -> int:
-    """utime + stime of these processes (all their threads), in clock ticks."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total
-
-
 def cpu_snapshot(s: Session) -> dict[str, int]:
     """Machine, server and load-generator CPU ticks, to tell who used the cores in a scenario."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -124,7 +141,57 @@ def cpu_used(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
     wall = total / (os.cpu_count() or 1)  # ticks of one core over the interval
     return {"machine_busy": 1 - (after["idle"] - before["idle"]) / total,
             "server_cores": (after["server"] - before["server"]) / wall,
-            "client_cores": (after["clients"] - before["clients"]) / wall}
+            "client_cores": (after["clients"] - before["clients"]) / wall,
+            "server_cpu_s": (after["server"] - before["server"]) / TICKS}
+
+
+#: Clock ticks per second (/proc/*/stat's unit).
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def post_one_by_one(server: Server, count: int, posters: int, body: dict[str, Any],
+                    timeout: float = 120.0) -> dict[str, Any]:
+    """``count`` POSTs of one event each from ``posters`` threads on keep-alive connections, back
+    to back: how a site publishes (each form submit, each chat message is its own request).
+
+    http.client, not requests: the posters share this process's GIL and must not be the limit.
+    """
+    numbers = itertools.count()
+    address = server.url.removeprefix("http://")
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "X-Bench-Token": TOKEN}
+    failures: list[str] = []
+    durations: list[float] = []
+
+    def poster() -> None:
+        conn = http.client.HTTPConnection(address, timeout=timeout)
+        try:
+            while next(numbers) < count:
+                t0 = time.perf_counter()
+                try:
+                    conn.request("POST", "/bench/broadcast", data, headers)
+                    response = conn.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        failures.append(str(response.status))
+                except (OSError, http.client.HTTPException) as exc:
+                    failures.append(type(exc).__name__)
+                    conn.close()
+                    conn = http.client.HTTPConnection(address, timeout=timeout)
+                durations.append(time.perf_counter() - t0)
+        finally:
+            conn.close()
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=poster, daemon=True) for _ in range(posters)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 60)
+    seconds = time.monotonic() - start
+    return {"posted": count - len(failures), "post_failures": len(failures),
+            "post_seconds": seconds, "publish_per_s": (count - len(failures)) / seconds,
+            "post_p50_ms": float(np.percentile(durations, 50)) * 1000 if durations else None}
 
 
 def _server_realtime(server: Server) -> dict[str, Any]:
@@ -148,6 +215,9 @@ def _row(s: Session, scenario: str, rep: dict[str, Any], delivered_span: float |
         "healthy_lossy": rep["healthy_lossy"], "healthy_disconnected": rep["healthy_disconnected"],
         "client_close_codes": rep["close_codes"], **s.base, **extra,
     }
+    if extra.get("server_cpu_s") is not None and got:
+        # Everything the server did for these deliveries: requests, store, broker, fan-out.
+        row["server_us_per_delivery"] = extra["server_cpu_s"] / got * 1e6
     if s.kind == "tidings":
         row["server_realtime"] = _server_realtime(s.server)
     if s.workers > 1:
@@ -155,12 +225,18 @@ def _row(s: Session, scenario: str, rep: dict[str, Any], delivered_span: float |
     return row
 
 
+def start_server(kind: str, n: int, directory: Path, workers: int = 1,
+                 redis: bool = False) -> Server:
+    if kind == "tidings":
+        return start_tidings(directory, n, workers=workers, redis=redis)
+    if kind == "ref":
+        return start_ref(directory)
+    return start_naive(directory, n)
+
+
 def open_session(kind: str, n: int, directory: Path, workers: int = 1, redis: bool = False,
                  stalled_share: float = 0.0) -> Session:
-    if kind == "tidings":
-        server = start_tidings(directory, n, workers=workers, redis=redis)
-    else:
-        server = start_naive(directory, n)
+    server = start_server(kind, n, directory, workers, redis)
     try:
         if kind == "tidings":
             db_url = server.env["DATABASE_URL"]
@@ -175,31 +251,34 @@ def open_session(kind: str, n: int, directory: Path, workers: int = 1, redis: bo
         stalled = set(random.Random(7).sample(range(n), int(n * stalled_share)))
         specs = []
         for i, uid in enumerate(uids):
-            # The baseline sends everything to everyone; its clients subscribe to nothing, but
-            # count the same streams.
-            streams = ("broadcast", f"user:{uid}")
+            # As the browser does: its own stream, everyone's, its role's (bench users: "user").
+            streams = (f"user:{uid}", "broadcast", "role:user")
             specs.append(Spec(i, uid, cookies.get(uid, ""), streams, i in stalled))
-        clients = Clients(server.url.replace("http://", "ws://") + "/ws", server.url,
-                          "tidings" if kind == "tidings" else "naive")
+        clients = Clients(server.ws_url, server.url)
     except BaseException:
         server.stop()
         raise
     session = Session(kind, n, workers, server, clients, specs, uids, cookies)
     try:
+        cpu_before = server.cpu_seconds()
         conn = clients.connect(specs)
+        connect_cpu = server.cpu_seconds() - cpu_before
         time.sleep(1.0)
         after = server.proc_stats()
         opened = max(conn["connected"], 1)
         session.base = {
             "connected": conn["connected"], "connect_failed": conn["failed"],
             "connect_errors": conn["errors"], "connect_per_s": conn["connected"] / conn["seconds"],
+            "connect_cpu_us": connect_cpu / opened * 1e6,
             "rss_mb": after["rss_kb"] / 1024, "rss_before_mb": before["rss_kb"] / 1024,
             "kb_per_conn": (after["rss_kb"] - before["rss_kb"]) / opened,
             "threads": after["threads"], "threads_before": before["threads"],
             "threads_per_socket": (after["threads"] - before["threads"]) / opened,
         }
         print(f"  [{kind} N={n} w={workers}] connected {conn['connected']}/{n} in "
-              f"{conn['seconds']:.1f}s, failed {conn['failed']} {conn['errors'][:2]}", flush=True)
+              f"{conn['seconds']:.1f}s ({session.base['connect_per_s']:.0f}/s, server "
+              f"{session.base['connect_cpu_us']:.0f} µs CPU each), failed {conn['failed']} "
+              f"{conn['errors'][:2]}", flush=True)
     except BaseException:
         close_session(session)
         raise
@@ -236,7 +315,28 @@ def scenario_a(s: Session, label: str = "A") -> dict[str, Any]:
 
 
 def scenario_b(s: Session, profile_to: Path | None = None) -> dict[str, Any]:
-    """BURST broadcasts as fast as the server takes them; deliveries/s end to end."""
+    """The headline: POSTED broadcasts back to back, one per HTTP request, from POSTERS
+    concurrent posters; deliveries/s end to end and the latency of each delivery."""
+    s.clients.reset()
+    first = s.server.head() + 1
+    spies = _start_profilers(s.server, profile_to) if profile_to else []
+    try:
+        cpu_before = cpu_snapshot(s)
+        posted = post_one_by_one(s.server, POSTED, POSTERS, {"n": 1, "size": SIZE})
+        last = s.server.head()
+        s.clients.wait_for(s.healthy * (last - first + 1), timeout=180.0, idle=5.0)
+        cpu = cpu_used(cpu_before, cpu_snapshot(s))
+    finally:
+        _stop_profilers(spies)
+    rep = s.clients.report({"broadcast": list(range(first, last + 1))})
+    span = (rep["last_recv"] - rep["first_ts"]) if rep["first_ts"] else None
+    return _row(s, "B", rep, span, last - first + 1, last_delivery_s=span, posters=POSTERS,
+                **posted, **cpu)
+
+
+def scenario_b500(s: Session, profile_to: Path | None = None) -> dict[str, Any]:
+    """Batched, synthetic: BURST broadcasts published by ONE request (no form or chat message
+    publishes this way; the baseline must still send them one by one)."""
     s.clients.reset()
     first = s.server.head() + 1
     spies = _start_profilers(s.server, profile_to) if profile_to else []
@@ -252,7 +352,7 @@ def scenario_b(s: Session, profile_to: Path | None = None) -> dict[str, Any]:
         _stop_profilers(spies)
     rep = s.clients.report({"broadcast": list(range(first, last + 1))})
     span = (rep["last_recv"] - rep["first_ts"]) if rep["first_ts"] else None
-    return _row(s, "B", rep, span, last - first + 1, publish_per_s=BURST / publish_s,
+    return _row(s, "B500", rep, span, last - first + 1, publish_per_s=BURST / publish_s,
                 last_delivery_s=span, **cpu)
 
 
@@ -281,7 +381,7 @@ def scenario_s_fill(s: Session) -> None:
     locked" in the first version of this bench); the baseline needs one request per stalled user,
     because each of its requests hangs for good at the first full socket."""
     stalled = [spec.user for spec in s.specs if spec.stalled]
-    if s.kind == "tidings":
+    if s.kind in ("tidings", "ref"):  # neither blocks a request on a full socket
         s.server.post("/bench/notify", {"users": stalled, "n": len(stalled) * FILL_COUNT,
                                         "size": FILL_SIZE}, timeout=300)
         s.server.post("/bench/notify", {"users": stalled, "n": len(stalled) * SMALL_FILL_TIDINGS,
@@ -339,7 +439,153 @@ def scenario_p(s: Session) -> dict[str, Any]:
             "page_max_ms": pct["max_ms"], "page_statuses": statuses, **s.base}
 
 
+def scenario_pub(kind: str, directory: Path, workers: int = 1, redis: bool = False) -> dict[str, Any]:
+    """Server CPU per publish request (HTTP + store + broker), no socket open: PUB_COUNT POSTs of
+    one broadcast each from PUB_POSTERS posters."""
+    server = start_server(kind, 0, directory, workers, redis)
+    try:
+        server.post("/bench/broadcast", {"n": 1, "size": 16})  # threads, pools and caches warm
+        time.sleep(0.5)
+        before = server.cpu_seconds()
+        posted = post_one_by_one(server, PUB_COUNT, PUB_POSTERS, {"n": 1, "size": SIZE})
+        cpu = server.cpu_seconds() - before
+    finally:
+        server.stop()
+    return {"server": kind, "scenario": "PUB", "n": 0, "workers": workers, **posted,
+            "server_cpu_s": cpu, "server_us_per_publish": cpu / max(posted["posted"], 1) * 1e6}
+
+
+def _wait_for_new_workers(server: Server, old: set[int], deadline: float) -> None:
+    """Until /healthz is answered by a worker that is not one of ``old`` (a reload is done)."""
+    while time.monotonic() < deadline:
+        try:
+            body = requests.get(server.url + "/healthz", timeout=2).json()
+            rt = body.get("realtime") or body.get("checks", {}).get("realtime") or {}
+            pid = int(str(rt.get("worker", "")).rsplit(":", 1)[-1] or 0)
+            if pid and pid not in old:
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("no new worker answered after the reload")
+
+
+def scenario_storm(s: Session, directory: Path, mode: str = "restart") -> dict[str, Any]:
+    """Reconnect storm: SIGTERM the server (its workers close every socket with 1001), start it
+    again on the same address and database, and let every client come back as the browser does
+    (jitter, backoff, ``/ws/check`` after a refused handshake) and resume with ``after``.
+    ``mode="hup"``: a reload instead (SIGHUP: gunicorn starts new workers and SIGTERMs the old;
+    the listening socket stays open, so reconnects wait in its backlog instead of failing).
+
+    Broadcasts are published all along from outside the server (this process, as a job queue
+    or cron would: stored in the log, announced to whichever workers listen), also while it is
+    down; every one must reach every client. Pages are loaded all along as well.
+    """
+    assert s.kind == "tidings"
+    server = s.server
+    port, db_url = server.port, server.env["DATABASE_URL"]
+    s.clients.reset()
+    s.clients.reconnecting(True)
+    first = server.head() + 1
+    stop = threading.Event()
+    published: list[int] = []
+    pages: list[tuple[float, float, int]] = []  # (start, ms, status)
+    headers = {"Cookie": s.cookies[s.uids[0]], "User-Agent": USER_AGENT}
+
+    def publisher() -> None:
+        from app.extensions import realtime
+
+        app = signing_app(db_url)
+        with app.app_context():
+            start = time.monotonic()
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                published.append(realtime.broadcast("bench", {"i": i, "pad": "x" * SIZE})[0].seq)
+                delay = start + (i + 1) / STORM_RATE - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+    def pager() -> None:
+        while not stop.is_set():
+            t0 = time.time()
+            try:
+                status = requests.get(f"http://127.0.0.1:{port}/", headers=headers, timeout=30,
+                                      allow_redirects=False).status_code
+            except requests.RequestException:
+                status = 0
+            pages.append((t0, (time.time() - t0) * 1000.0, status))
+            if status == 0:
+                time.sleep(0.1)  # the server is down: do not spin
+
+    threads = [threading.Thread(target=publisher, daemon=True)]
+    threads += [threading.Thread(target=pager, daemon=True) for _ in range(PAGE_CONCURRENCY)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    handshakes_before = s.clients.readiness(0.0)["connects"]
+    old_workers = set(server.worker_pids())
+    t_kill = time.time()
+    cpu_before = cpu_snapshot(s)
+    if mode == "hup":
+        os.kill(server.pid, signal.SIGHUP)
+        new = server
+        _wait_for_new_workers(server, old_workers, deadline=time.monotonic() + 120)
+    else:
+        server.stop(timeout=15)
+        new = start_tidings(directory, s.n, workers=s.workers, port=port, migrate=False)
+        s.server = new
+    t_ready = time.time()
+    print(f"    new workers ready {t_ready - t_kill:.1f}s after the signal", flush=True)
+    deadline = time.monotonic() + STORM_TIMEOUT
+    state = s.clients.readiness(t_kill)
+    while time.monotonic() < deadline and state["ready"] < state["peers"] - state["stopped"]:
+        time.sleep(0.5)
+        state = s.clients.readiness(t_kill)
+    t_all = state["last"] if state["ready"] else time.time()
+    time.sleep(2.0)  # a little live traffic after everyone is back
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=40)
+    last = new.head()
+    expected = list(range(first, last + 1))
+    s.clients.wait_for(s.healthy * len(expected), timeout=60.0, idle=5.0)
+    cpu = cpu_used(cpu_before, cpu_snapshot(s))
+    rep = s.clients.report({"broadcast": expected})
+    s.clients.reconnecting(False)
+    during = [ms for t0, ms, status in pages if t_ready <= t0 <= t_all and status == 200]
+    statuses: dict[str, int] = {}
+    for t0, _, status in pages:
+        if t0 >= t_ready:
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+    back = [t - t_ready for t in state["times"]]
+    pct = _percentiles(during)
+    row = _row(s, "R", rep, None, len(expected), **cpu)
+    row.update({
+        "storm_mode": mode, "storm_down_s": t_ready - t_kill, "storm_all_back_s": t_all - t_ready,
+        "storm_back_p50_s": float(np.percentile(back, 50)) if back else None,
+        "storm_resubscribed": state["ready"], "storm_gave_up": state["stopped"],
+        "storm_handshakes": state["connects"] - handshakes_before, "storm_published": len(published),
+        "page_p50_ms": pct["p50_ms"], "page_p99_ms": pct["p99_ms"], "page_max_ms": pct["max_ms"],
+        "page_statuses": statuses, "pages_during_storm": len(during),
+    })
+    return row
+
+
 # ---------------------------------------------------------------------------- profiling
+
+
+def handshake_profile(n: int, directory: Path) -> dict[str, Any]:
+    """bench/handshake.py's two views: each step alone, and py-spy over a live connect phase."""
+    from bench import handshake
+
+    out: dict[str, Any] = {}
+    try:
+        out["handshake_steps"] = handshake.steps(directory / "steps")
+        out["handshake_live"] = handshake.live(n, directory / "live")
+    except Exception as exc:  # a profiling problem must not lose the run's figures
+        print(f"  !! handshake profile failed: {exc!r}", flush=True)
+    return out
 
 
 def _start_profilers(server: Server, prefix: Path) -> list[subprocess.Popen]:
@@ -407,14 +653,28 @@ def hot_spots(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="N=100 and 1,000 only")
-    parser.add_argument("--only", default="", help="comma list of A,B,C,S,W,P (debugging)")
+    parser.add_argument("--quick", action="store_true",
+                        help="N=100 and 1,000 only; the storm at 1,000 sockets")
+    parser.add_argument("--only", default="",
+                        help="comma list of A,B,B500,C,S,W,P,PUB,R (debugging)")
+    parser.add_argument("--servers", default="tidings,naive,ref",
+                        help="comma list of tidings,naive,ref (debugging)")
+    parser.add_argument("--sizes", default="", help="comma list of N, e.g. 300 (debugging)")
+    parser.add_argument("--storm", type=int, default=0,
+                        help="sockets in the reconnect storm (default 5,000; 1,000 with --quick)")
+    parser.add_argument("--storm-mode", choices=("restart", "hup"), default="restart",
+                        help="SIGTERM + start again (default), or a SIGHUP reload")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-    want = set((args.only or "A,B,C,S,W,P").split(","))
+    want = set((args.only or "A,B,B500,C,S,W,P,PUB,R").split(","))
+    kinds = [k for k in ("tidings", "naive", "ref") if k in args.servers.split(",")]
     sizes = [100, 1000] if args.quick else [100, 1000, 2000, 5000]
-    page_at = {1000} if args.quick else {2000, 5000}
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
+    middle = 1000 if 1000 in sizes else sizes[-1]  # where B, C and the profile run
+    page_at = {middle} if args.quick or args.sizes else {2000, 5000}
+    storm_n = args.storm or (1000 if args.quick else 5000)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS / stamp
     workdir.mkdir(parents=True, exist_ok=True)
@@ -431,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  !! could not open {tag}: {exc}", flush=True)
             problems[tag] = [f"session failed: {exc}"]
             return
+        if "connect" in steps:  # the connect itself is the measurement (handshake profile)
+            rows.append({"server": kind, "scenario": "connect", "n": n, "workers": s.workers,
+                         **s.base})
         try:
             for step in steps:
                 print(f"  - {step}", flush=True)
@@ -438,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(scenario_a(s))
                 elif step == "B":
                     rows.append(scenario_b(s))
+                elif step == "B500":
+                    rows.append(scenario_b500(s))
                 elif step == "Bprof":
                     prefix = workdir / "profile-B"
                     scenario_b(s, profile_to=prefix)
@@ -452,7 +717,9 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(scenario_a(s, label="S"))
                 elif step == "P":
                     rows.append(scenario_p(s))
-                if rows:
+                elif step == "R":
+                    rows.append(scenario_storm(s, workdir / tag, args.storm_mode))
+                if rows and step not in ("connect", "Bprof"):
                     print("    " + _brief(rows[-1]), flush=True)
         except Exception as exc:
             print(f"  !! {tag} failed: {exc!r}", flush=True)
@@ -463,33 +730,48 @@ def main(argv: list[str] | None = None) -> int:
                 problems.setdefault(tag, []).extend(found[:40])
                 print(f"  log: {len(found)} problem lines (first: {found[0][:160]})", flush=True)
 
+    if "PUB" in want:
+        for kind in kinds:
+            print(f"== {kind}-publish", flush=True)
+            try:
+                rows.append(scenario_pub(kind, workdir / f"{kind}-publish"))
+                print("    " + _brief(rows[-1]), flush=True)
+            except Exception as exc:
+                problems[f"{kind}-publish"] = [f"scenario failed: {exc!r}"]
     for n in sizes:
-        steps_t = [x for x in ["A"] if x in want]
-        steps_n = list(steps_t)
-        if n == 1000:
-            steps_t += [x for x in ("B", "C") if x in want]
-            steps_n += [x for x in ("B",) if x in want]
-            if "B" in want:
-                steps_t.append("Bprof")
-        if n in page_at and "P" in want:
-            steps_t.append("P")  # the baseline has no site pages to load
-        if steps_t:
-            run("tidings", n, f"tidings-{n}", steps_t)
-        if steps_n:
-            run("naive", n, f"naive-{n}", steps_n)
+        for kind in kinds:
+            steps = [x for x in ["A"] if x in want]
+            if n == middle:
+                steps += [x for x in ("B", "B500") if x in want]
+                if kind == "tidings":
+                    steps += [x for x in ("C",) if x in want]
+                    if "B" in want:
+                        steps.append("Bprof")
+            if kind == "tidings" and n in page_at and "P" in want:
+                steps.append("P")  # the others have no site pages to load
+            if steps:
+                run(kind, n, f"{kind}-{n}", steps)
+    if "tidings" in kinds and {"A", "B"} & want:
+        # The handshake profile: py-spy over the whole connect phase of a fresh session.
+        print("== tidings handshake profile", flush=True)
+        profile.update(handshake_profile(middle, workdir / "handshake"))
     if "S" in want:
-        run("tidings", 1000, "tidings-1000-stalled", ["S"], stalled_share=STALLED_SHARE)
-        run("naive", 1000, "naive-1000-stalled", ["S"], stalled_share=STALLED_SHARE)
-    if "W" in want:
-        for n in ([1000] if args.quick else [1000, 2000]):
-            steps = ["A", "B"] if n == 1000 else ["A"]
+        for kind in kinds:
+            run(kind, middle, f"{kind}-{middle}-stalled", ["S"], stalled_share=STALLED_SHARE)
+    if "W" in want and "tidings" in kinds:
+        for n in ([middle] if args.quick or args.sizes else [1000, 2000]):
+            steps = ["A", "B", "B500"] if n == middle else ["A"]
             run("tidings", n, f"tidings-{n}-w2-redis", steps, workers=2, redis=True)
+    if "R" in want and "tidings" in kinds:
+        run("tidings", storm_n, f"tidings-{storm_n}-storm", ["R"])
 
     machine = {"nproc": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "mode": "quick" if args.quick else "full",
                "command": ".venv/bin/python -m bench" + (" --quick" if args.quick else ""),
                "seconds": round(time.time() - started, 1), "stamp": stamp,
-               "git": _git_state()}
+               "load": os.getloadavg(), "git": _git_state()}
+    if args.only or args.sizes or args.servers != "tidings,naive,ref":
+        machine["mode"] += " (partial: " + " ".join(argv or sys.argv[1:]) + ")"
     write_outputs(rows, profile, problems, machine, RESULTS / f"{stamp}.json")
     return 0
 
@@ -507,9 +789,18 @@ def _git_state() -> str:
 
 
 def _brief(row: dict[str, Any]) -> str:
-    if row["scenario"] == "P":
-        return f"P page p50={row['page_p50_ms']:.1f} p99={row['page_p99_ms']:.1f} {row['page_statuses']}"
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    if row["scenario"] == "P":
+        return (f"P page p50={fmt(row['page_p50_ms'])} p99={fmt(row['page_p99_ms'])} "
+                f"{row['page_statuses']}")
+    if row["scenario"] == "PUB":
+        return (f"PUB {row['server']} {row['publish_per_s']:.0f} publishes/s, server "
+                f"{row['server_us_per_publish']:.0f} µs CPU each, failures {row['post_failures']}")
+    if row["scenario"] == "R":
+        return (f"R down {fmt(row['storm_down_s'])}s, all back {fmt(row['storm_all_back_s'])}s "
+                f"after ready ({row['storm_resubscribed']}/{row['connected']}), lost={row['lost']} "
+                f"dup={row['dup']} published={row['storm_published']} pages p99="
+                f"{fmt(row['page_p99_ms'])} {row['page_statuses']}")
     return (f"{row['scenario']} {row['server']} N={row['n']} p50={fmt(row['p50_ms'])} "
             f"p99={fmt(row['p99_ms'])} max={fmt(row['max_ms'])} deliv/s={fmt(row['deliveries_s'])} "
             f"lost={row['lost']} dup={row['dup']} reach={row.get('healthy_reach_mean')}")

@@ -7,8 +7,12 @@ worker is the real path an app's view takes. Run as ``gunicorn -c gunicorn.conf.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import random
+import threading
+import time
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
@@ -58,12 +62,101 @@ def notify() -> Any:
     return jsonify(sent=sent)
 
 
+#: ``BENCH_TIMERS=1``: CPU time (this thread's, ``time.thread_time``) spent inside each step of
+#: the handshake and subscribe path, summed per step, read with ``GET /bench/timers``. Inclusive:
+#: a step's time contains the steps it calls. Read by bench/handshake.py.
+TIMED = [
+    # (module, attribute path) of every step worth a line; missing ones are skipped, so a
+    # refactor of the package does not break the bench (the report lists what was found).
+    ("flask.app", "Flask.wsgi_app"),
+    ("flask_tidings.views", "_refusal"),
+    ("flask_tidings.extension", "Realtime.current_identity"),
+    ("flask.sessions", "SecureCookieSessionInterface.open_session"),
+    ("flask_login.login_manager", "LoginManager._load_user"),
+    ("flask_tidings.views", "_origin_allowed"),
+    ("flask_tidings.extension", "RealtimeState.handshake_allowed"),
+    ("flask_tidings.extension", "RealtimeState.ensure_started"),
+    ("simple_websocket.ws", "Server.__init__"),
+    ("flask_tidings.views", "start_connection"),
+    ("flask_tidings.views", "take_over"),
+    ("flask_tidings.connection", "Connection.__init__"),
+    ("flask_tidings.connection", "Connection.send_json"),
+    ("flask_tidings.reactor", "Reactor.add"),
+    ("flask_tidings.connection", "Connection.on_readable"),
+    ("flask_tidings.commands", "CommandRunner._run"),
+    ("flask.ctx", "RequestContext.push"),
+    ("flask_tidings.commands", "_handle"),
+    ("flask_tidings.commands", "subscribe"),
+    ("flask_tidings.store", "EventStore.head"),
+    ("flask_tidings.store", "EventStore.heads"),
+    ("flask_tidings.commands", "catch_up"),
+    ("flask_tidings.hub", "Hub.subscribe"),
+]
+_timers: dict[str, list[float]] = {}
+_timers_lock = threading.Lock()
+
+
+def _timed(name: str, fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent = time.thread_time() - t0
+            with _timers_lock:
+                entry = _timers.setdefault(name, [0, 0.0])
+                entry[0] += 1
+                entry[1] += spent
+
+    return wrapper
+
+
+def install_timers() -> list[str]:
+    found = []
+    for module_name, path in TIMED:
+        try:
+            owner: Any = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        *parents, attr = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent, None)
+        fn = getattr(owner, attr, None) if owner is not None else None
+        if fn is None:
+            continue
+        setattr(owner, attr, _timed(path, fn))
+        found.append(path)
+    import app.models  # noqa: F401  (registers the user loader)
+    from app.extensions import login_manager
+
+    if getattr(login_manager, "_user_callback", None) is not None:  # registered, not looked up
+        login_manager._user_callback = _timed("load_user", login_manager._user_callback)
+        found.append("load_user")
+    return found
+
+
+@bp.get("/timers")
+def timers() -> Any:
+    with _timers_lock:
+        return jsonify({name: {"calls": n, "cpu_s": spent} for name, (n, spent) in _timers.items()})
+
+
+@bp.post("/timers/reset")
+def reset_timers() -> Any:
+    with _timers_lock:
+        _timers.clear()
+    return jsonify(ok=True)
+
+
 @bp.get("/head")
 def head() -> Any:
     stream = request.args.get("stream", "broadcast")
     return jsonify(head=current_app.extensions["realtime"].store.head(stream))
 
 
+if os.environ.get("BENCH_TIMERS") == "1":
+    install_timers()
 app = create_app()
 csrf.exempt(bp)
 app.register_blueprint(bp)

@@ -2,7 +2,8 @@
 
 Like tests/support/live.py (whose migration and health-wait it reuses), but gunicorn starts
 through ``bash -c "ulimit -n 65536; exec ..."`` so a worker can hold thousands of sockets, and
-any WSGI module can be served: ``bench.server:app`` (Tidings) or ``bench.naive_app:app``.
+any WSGI module can be served: ``bench.server:app`` (Tidings) or ``bench.naive_app:app``. The
+reference (bench/ref_server.py) is one plain process, started the same way.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ NOFILE = 65536  # capped at the hard limit below
 
 class Server(LiveServer):
     kind: str = "tidings"
+
+    @property
+    def ws_url(self) -> str:
+        """Where the clients open their sockets."""
+        return self.url.replace("http://", "ws://") + "/ws"
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, every thread, live or exited) of the serving processes."""
+        return _cpu_ticks(self.worker_pids()) / TICKS
 
     def post(self, path: str, body: dict, timeout: float = 120.0) -> dict:
         response = requests.post(self.url + path, json=body, timeout=timeout,
@@ -89,20 +99,52 @@ class Server(LiveServer):
         return [line for line in self.read_log().splitlines() if any(k in line for k in keys)]
 
 
-def _launch(kind: str, directory: Path, gunicorn_args: str, env: dict[str, str],
-            workers: int) -> Server:
+class RefServer(Server):
+    """The reference is one process serving WebSockets on one port and HTTP on another."""
+
+    ws_port: int = 0
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/ws"
+
+    def worker_pids(self) -> list[int]:
+        return [self.pid] if self.is_running() else []
+
+
+#: Clock ticks per second, the unit of /proc/<pid>/stat's CPU times.
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pids: list[int]) -> int:
+    """utime + stime of these processes (all their threads), in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def _launch(kind: str, directory: Path, python_args: str, env: dict[str, str],
+            workers: int, port: int | None = None, cls: type[Server] = Server,
+            host: str = "127.0.0.1") -> Server:
+    """Start ``python <python_args>`` ({bind} and {port} filled in) in its own process group."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    run_env = {**env, "TIDINGS_BIND": f"127.0.0.1:{port}"}
-    log = directory / f"{kind}-{port}.log"
-    command = (f"ulimit -n $(( $(ulimit -Hn) < {NOFILE} ? $(ulimit -Hn) : {NOFILE} )); exec {shlex.quote(sys.executable)} -m gunicorn "
-               + gunicorn_args.replace("{bind}", f"127.0.0.1:{port}"))
-    with log.open("wb") as log_file:
+    port = port or free_port()
+    run_env = {**env, "TIDINGS_BIND": f"{host}:{port}"}
+    log = directory / f"{kind}-{host}-{port}.log"
+    command = (f"ulimit -n $(( $(ulimit -Hn) < {NOFILE} ? $(ulimit -Hn) : {NOFILE} )); "
+               f"exec {shlex.quote(sys.executable)} "
+               + python_args.replace("{bind}", f"{host}:{port}").replace("{port}", str(port)))
+    with log.open("ab") as log_file:
         process = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=run_env,
                                    stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    server = Server(url=f"http://127.0.0.1:{port}", port=port, pid=process.pid, workers=workers,
-                    log=log, env=run_env, process=process)
+    server = cls(url=f"http://{host}:{port}", port=port, pid=process.pid, workers=workers,
+                 log=log, env=run_env, process=process)
     server.kind = kind
     try:
         _wait_until_healthy(server, time.monotonic() + START_TIMEOUT)
@@ -113,8 +155,12 @@ def _launch(kind: str, directory: Path, gunicorn_args: str, env: dict[str, str],
 
 
 def start_tidings(directory: Path, sockets: int, workers: int = 1, redis: bool = False,
-                  extra: dict[str, str] | None = None) -> Server:
-    """The real site (gunicorn.conf.py, dev mode, fresh SQLite) with bench/server.py's endpoint."""
+                  extra: dict[str, str] | None = None, port: int | None = None,
+                  host: str = "127.0.0.1", migrate: bool = True) -> Server:
+    """The real site (gunicorn.conf.py, dev mode, fresh SQLite) with bench/server.py's endpoint.
+
+    ``port`` and ``migrate=False`` restart a site on its own address and database (the storm).
+    """
     capacity = sockets + 50
     env = {
         **os.environ,
@@ -136,14 +182,26 @@ def start_tidings(directory: Path, sockets: int, workers: int = 1, redis: bool =
         env["REALTIME_REDIS_CHANNEL"] = f"tidings-bench-{uuid.uuid4().hex[:8]}"
     env.update(extra or {})
     directory.mkdir(parents=True, exist_ok=True)
-    migrate_database(env)
-    return _launch("tidings", directory, "-c gunicorn.conf.py bench.server:app", env, workers)
+    if migrate:
+        migrate_database(env)
+    return _launch("tidings", directory, "-m gunicorn -c gunicorn.conf.py bench.server:app", env,
+                   workers, port=port, host=host)
 
 
 def start_naive(directory: Path, sockets: int) -> Server:
     """The flask-sock baseline: one gthread worker with 2N+50 threads."""
     threads = 2 * sockets + 50
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = (f"-k gthread -w 1 --threads {threads} --worker-connections {threads + 100} "
+    args = (f"-m gunicorn -k gthread -w 1 --threads {threads} --worker-connections {threads + 100} "
             "-b {bind} --graceful-timeout 2 --log-level warning bench.naive_app:app")
     return _launch("naive", directory, args, env, 1)
+
+
+def start_ref(directory: Path) -> Server:
+    """The reference: bench/ref_server.py (websockets on uvloop), one process."""
+    ws_port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = _launch("ref", directory, f"-m bench.ref_server --ws-port {ws_port} "
+                     "--http-port {port}", env, 1, cls=RefServer)
+    server.ws_port = ws_port  # type: ignore[attr-defined]
+    return server
