@@ -1,14 +1,14 @@
 """announcements.updated_at, ended_at, retracted_at: admins edit, end and retract what they sent
 
 Revision ID: f3b1a7c2d4e5
-Revises: d1f0a0000001
+Revises: c2c4a7e10001
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = 'f3b1a7c2d4e5'
-down_revision = 'd1f0a0000001'
+down_revision = 'c2c4a7e10001'
 branch_labels = None
 depends_on = None
 
