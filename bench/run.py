@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from bench import outofprocess
 from bench.loadgen import USER_AGENT, Clients, Spec
 from bench.report import write_outputs
 from bench.servers import ROOT, Server, start_naive, start_tidings
@@ -408,7 +409,7 @@ def hot_spots(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="N=100 and 1,000 only")
-    parser.add_argument("--only", default="", help="comma list of A,B,C,S,W,P (debugging)")
+    parser.add_argument("--only", default="", help="comma list of A,B,C,S,W,P,O (debugging)")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
@@ -484,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         for n in ([1000] if args.quick else [1000, 2000]):
             steps = ["A", "B"] if n == 1000 else ["A"]
             run("tidings", n, f"tidings-{n}-w2-redis", steps, workers=2, redis=True)
+
+    if not args.only or "O" in want:  # out-of-process publish latency, w=1 and w=2 (issue 15)
+        rows.extend(outofprocess.rows(workdir / "outofprocess"))
 
     machine = {"nproc": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "mode": "quick" if args.quick else "full",
