@@ -105,3 +105,20 @@ def test_the_sites_own_user_row_is_its_identity_and_nothing_else_of_it_is_kept(t
     assert as_identity(row) == Identity("7", "alice", frozenset())
     with pytest.raises(TypeError, match="without an 'id' column"):
         as_identity(db.execute("SELECT 'alice' AS username").fetchone())
+
+
+def test_realtime_settings_come_from_the_sites_own_config_and_its_environment_convention(
+        tmp_path, monkeypatch):
+    # The site reads FLASK_* variables (app.config.from_prefixed_env), so that is where a
+    # deployment sets REALTIME_* settings: the package itself reads no environment.
+    monkeypatch.setenv("FLASK_REALTIME_HEARTBEAT", "5")
+    monkeypatch.setenv("REALTIME_HEARTBEAT", "7")  # another site's convention: not read here
+    monkeypatch.setenv("FLASK_DATABASE", str(tmp_path / "site.sqlite"))
+    spec = importlib.util.spec_from_file_location(f"adopter_env_{id(tmp_path)}", HERE / "site.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        assert module.app.extensions["realtime"].limits.heartbeat == 5.0
+    finally:
+        sys.modules.pop(spec.name, None)
