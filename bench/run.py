@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from bench import outofprocess
 from bench.loadgen import USER_AGENT, Clients, Spec
 from bench.report import write_outputs
 from bench.servers import (
@@ -656,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="N=100 and 1,000 only; the storm at 1,000 sockets")
     parser.add_argument("--only", default="",
-                        help="comma list of A,B,B500,C,S,W,P,PUB,R (debugging)")
+                        help="comma list of A,B,B500,C,S,W,P,PUB,R,O (debugging)")
     parser.add_argument("--servers", default="tidings,naive,ref",
                         help="comma list of tidings,naive,ref (debugging)")
     parser.add_argument("--sizes", default="", help="comma list of N, e.g. 300 (debugging)")
@@ -764,6 +765,9 @@ def main(argv: list[str] | None = None) -> int:
             run("tidings", n, f"tidings-{n}-w2-redis", steps, workers=2, redis=True)
     if "R" in want and "tidings" in kinds:
         run("tidings", storm_n, f"tidings-{storm_n}-storm", ["R"])
+
+    if not args.only or "O" in want:  # out-of-process publish latency, w=1 and w=2 (issue 15)
+        rows.extend(outofprocess.rows(workdir / "outofprocess"))
 
     machine = {"nproc": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "mode": "quick" if args.quick else "full",

@@ -6,9 +6,9 @@ from __future__ import annotations
 URL = "/ws"
 #: Origins allowed besides the site's own (scheme://host[:port]). Cross-site handshakes get 403.
 ALLOWED_ORIGINS: list[str] = []
-#: "auto", "memory", "redis", "postgres" or "database". Auto picks Redis when a URL is set; with
-#: several workers PostgreSQL LISTEN/NOTIFY (log in PostgreSQL) or polling the durable log
-#: ("database"); with one worker the in-process broker.
+#: "auto", "local", "memory", "redis", "postgres" or "database". Auto picks Redis when a URL is
+#: set, else PostgreSQL LISTEN/NOTIFY when the log is in PostgreSQL, else "local" (Unix datagrams
+#: between the processes of one host: SQLite).
 BROKER = "auto"
 #: Redis URL for fan-out between workers and hosts; falls back to the site's ``REDIS_URL``.
 REDIS_URL: str | None = None
@@ -65,3 +65,7 @@ SWEEP_INTERVAL = 2.0
 POLL_INTERVAL = 0.1
 #: Seconds between the reports each worker sends the others (ops dashboard, ``/metrics``).
 CLUSTER_INTERVAL = 1.0
+#: SQLAlchemy URL of the event log for a site without Flask-SQLAlchemy (or pass ``engine=``).
+DATABASE_URL: str | None = None
+#: Folder of the "local" broker's sockets (one folder per database inside); the temp dir if unset.
+LOCAL_DIR: str | None = None

@@ -1,5 +1,6 @@
 """A typical existing site (its own session login, sqlite3, no Flask-Login, no SQLAlchemy) gains
-live notifications from flask_tidings in at most ten added lines, and they work end to end."""
+live notifications from flask_tidings in at most ten added lines. The same site end to end in
+Chromium: tests/browser/test_adopter_site.py (it shares that folder's one browser)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
 
 from flask_tidings import Identity
 from flask_tidings.extension import as_identity
-from tests.adopter.serve import MEMBERS, cli
+from tests.adopter.serve import MEMBERS
 
 HERE = Path(__file__).parent
 
@@ -107,57 +107,18 @@ def test_the_sites_own_user_row_is_its_identity_and_nothing_else_of_it_is_kept(t
         as_identity(db.execute("SELECT 'alice' AS username").fetchone())
 
 
-# ------------------------------------------------------------------ end to end, in Chromium
-
-
-def log_in(page: Page, username: str) -> None:
-    page.goto("/login")
-    page.locator("#username").fill(username)
-    page.locator("#password").fill(MEMBERS[username])
-    page.get_by_role("button", name="Log in").click()
-    expect(page.locator(".who")).to_have_text(username)
-    # The site shows no connection indicator; the client's own state says when it is live.
-    page.wait_for_function("() => window.TidingsRealtime && TidingsRealtime.state === 'live'")
-
-
-@pytest.fixture
-def member_page(browser, site, page_errors):
-    """A fresh browser profile on the site; the test fails on any JS error the page logs."""
-    contexts = []
-
-    def open_as(username: str) -> Page:
-        context = browser.new_context(base_url=site.url)
-        contexts.append(context)
-        page = context.new_page()
-        page_errors.watch(page)
-        log_in(page, username)
-        return page
-
-    yield open_as
-    for context in contexts:
-        context.close()
-    assert page_errors.unexpected() == []
-
-
-def test_a_reminder_sent_by_cron_appears_on_the_open_page_at_once(site, member_page):
-    page = member_page("alice")
-    expect(page.locator("#messages li")).to_have_count(0)
-
-    cli(site, "remind", "alice", "Your invoice is due <b>tomorrow</b>")
-
-    shown = page.locator("#messages li")
-    expect(shown).to_have_count(1)
-    expect(shown).to_have_text("reminders: Your invoice is due <b>tomorrow</b>")  # text, not HTML
-
-
-def test_a_message_from_another_member_appears_without_a_reload(site, member_page):
-    alice = member_page("alice")
-    before = alice.locator("#messages li").count()
-    bob = member_page("bob")
-    bob.locator("select[name=to]").select_option("alice")
-    bob.locator("input[name=body]").fill("Coffee at 3?")
-    bob.get_by_role("button", name="Send").click()
-    expect(bob.locator(".flash")).to_have_text("Sent.")
-
-    expect(alice.locator("#messages li")).to_have_count(before + 1)
-    expect(alice.locator("#messages li").first).to_have_text("bob: Coffee at 3?")
+def test_realtime_settings_come_from_the_sites_own_config_and_its_environment_convention(
+        tmp_path, monkeypatch):
+    # The site reads FLASK_* variables (app.config.from_prefixed_env), so that is where a
+    # deployment sets REALTIME_* settings: the package itself reads no environment.
+    monkeypatch.setenv("FLASK_REALTIME_HEARTBEAT", "5")
+    monkeypatch.setenv("REALTIME_HEARTBEAT", "7")  # another site's convention: not read here
+    monkeypatch.setenv("FLASK_DATABASE", str(tmp_path / "site.sqlite"))
+    spec = importlib.util.spec_from_file_location(f"adopter_env_{id(tmp_path)}", HERE / "site.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        assert module.app.extensions["realtime"].limits.heartbeat == 5.0
+    finally:
+        sys.modules.pop(spec.name, None)
