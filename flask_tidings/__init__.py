@@ -6,7 +6,7 @@ A self-contained extension (no import from the site's views)::
     realtime.init_app(app)
     realtime.notify(user, "notification", {"title": "Hello"})
 
-See docs/protocol.md for the wire protocol and README.md for settings.
+See PROTOCOL.md (beside this module) for the wire protocol and README.md for settings.
 """
 
 from .connection import Connection, Identity
