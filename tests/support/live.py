@@ -2,7 +2,7 @@
 
 Use through the ``live_server`` fixture::
 
-    server = live_server(workers=2, env={"REDIS_URL": "redis://127.0.0.1:6379/0"})
+    server = live_server(workers=2, env={"REDIS_URL": services.REDIS_URL})  # tests/support/services.py
     http = live_login(server, "alice", "alice-demo-pass")   # a logged-in requests.Session
     http.get(server.url + "/")
 
