@@ -40,7 +40,8 @@ class User(UserMixin, db.Model):
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     def set_password(self, password: str) -> None:
-        # werkzeug's default method is scrypt; the hash embeds its parameters, so it can change later.
+        # werkzeug's default method is scrypt; the hash embeds its parameters, so it can change
+        # later.
         self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:

@@ -96,7 +96,8 @@ def test_development_sends_no_hsts(client):
 @pytest.mark.parametrize(("threads", "command_threads"), [(None, None), ("4", "2"), ("64", "16")])
 def test_the_connection_pool_fits_every_thread_that_can_use_it(monkeypatch, threads,
                                                                command_threads):
-    for name, value in (("TIDINGS_THREADS", threads), ("REALTIME_COMMAND_THREADS", command_threads)):
+    for name, value in (("TIDINGS_THREADS", threads),
+                        ("REALTIME_COMMAND_THREADS", command_threads)):
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:

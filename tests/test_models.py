@@ -20,6 +20,7 @@ from app.extensions import db
 from app.models import LoginThrottle, User, utcnow
 from tests.support import services
 
+
 def postgres_schema_url():
     """Create a throwaway schema; return (url that uses it, function that drops it)."""
     url = services.POSTGRES_URL

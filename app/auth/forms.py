@@ -14,7 +14,9 @@ from app.models import User
 MIN_PASSWORD_LENGTH = 8
 
 #: Shown under the password field of every form that sets one.
-PASSWORD_HINT = f"At least {MIN_PASSWORD_LENGTH} characters, not only digits, and not your username."
+PASSWORD_HINT = (
+    f"At least {MIN_PASSWORD_LENGTH} characters, not only digits, and not your username."
+)
 
 #: Good enough to catch typos; the mail server is the real judge of an address.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"

@@ -42,7 +42,8 @@ INVALID_CREDENTIALS = "Invalid username or password."
 RESET_SENT = ("If that account exists and has an email address, a link to choose a new password "
               "is on its way. It works once, for an hour.")
 
-# Checked against when the username does not exist, so a miss costs as much time as a wrong password.
+# Checked against when the username does not exist, so a miss costs as much time as a wrong
+# password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
 

@@ -6,8 +6,8 @@ Each counter is one ``login_throttles`` row (:class:`~app.models.LoginThrottle`)
   ``LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS`` that pair waits out the window; the user is
   warned while a few attempts are left. Someone guessing alice's password from their machine
   locks out only themselves, not alice at home.
-* ``address:<ip>`` — failures of one address against any account (``LOGIN_MAX_FAILURES_PER_ADDRESS``),
-  against one machine trying many names. Behind a proxy, set ``TRUSTED_PROXY_HOPS`` so this is
+* ``address:<ip>`` — failures of one address against any account
+  (``LOGIN_MAX_FAILURES_PER_ADDRESS``), against one machine trying many names. Behind a proxy, set ``TRUSTED_PROXY_HOPS`` so this is
   the client's address, not the proxy's.
 * ``account:<name>`` — failures of one account from anywhere. Never a lockout: past
   ``LOGIN_ACCOUNT_SLOWDOWN_AFTER`` each attempt must wait 1, 2, 4 ... seconds (at most
@@ -161,7 +161,8 @@ def login_rules(username: str, address: str | None, known: bool) -> list[Rule]:
 def signup_rule(kind: str, address: str | None) -> list[Rule]:
     """``kind`` is ``register`` or ``reset``: per-address counts of sign-ups and reset mails."""
     config = current_app.config
-    limit = config["REGISTRATIONS_PER_ADDRESS" if kind == "register" else "PASSWORD_RESETS_PER_ADDRESS"]
+    setting = "REGISTRATIONS_PER_ADDRESS" if kind == "register" else "PASSWORD_RESETS_PER_ADDRESS"
+    limit = config[setting]
     return [Limit(f"{kind}:{address or 'unknown'}", int(limit),
                   int(config["SIGNUP_WINDOW_SECONDS"]), kind)]
 

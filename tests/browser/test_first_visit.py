@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import expect
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1200, "height": 800}, {"width": 390, "height": 844}],
-                         ids=["desktop", "phone"])
+@pytest.mark.parametrize("viewport", [{"width": 1200, "height": 800},
+                                      {"width": 390, "height": 844}], ids=["desktop", "phone"])
 def test_a_visitor_learns_what_tidings_is_registers_and_is_welcomed(browsing, viewport):
     page = browsing.new_page(browsing.new_context(viewport=viewport))
     page.goto("/")

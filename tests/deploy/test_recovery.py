@@ -37,7 +37,8 @@ class ReadOnlyFile:
 
     def lock(self) -> None:
         if self.as_root:
-            result = subprocess.run(["chattr", "+i", str(self.path)], capture_output=True, text=True)
+            result = subprocess.run(["chattr", "+i", str(self.path)], capture_output=True,
+                                    text=True)
             if result.returncode != 0:
                 pytest.skip(f"this filesystem cannot make files immutable: {result.stderr}")
         else:

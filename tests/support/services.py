@@ -247,7 +247,8 @@ class PrivatePostgres:
         _stop(self.process, signal.SIGINT)
 
     def restart(self) -> None:
-        """Stop and start on the same port, as an operator's restart would: every connection dies."""
+        """Stop and start on the same port, as an operator's restart would: every connection
+        dies."""
         self.stop()
         self.start()
 
