@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
+
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from app.cli import register_commands
-from app.config import BASE_DIR, INSTANCE_DIR, Config, config_from_env
+from app.config import BASE_DIR, INSTANCE_DIR, Config, config_from_env, fit_engine_options
 from app.errors import register_errorhandlers
 from app.extensions import csrf, db, login_manager, migrate, realtime
 from app.ops.logging import configure_logging
@@ -28,14 +32,48 @@ def create_app(config_class: type[Config] | Config | None = None) -> Flask:
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
     config = config_class or config_from_env()
     app.config.from_object(config() if isinstance(config, type) else config)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = fit_engine_options(
+        app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}))
 
     configure_logging(app)
+    register_converters(app)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
     register_security_headers(app)
+    register_proxy_fix(app)
     return app
+
+
+#: The largest id any table uses (PostgreSQL ``integer``; SQLite allows more, never reached).
+MAX_ID = 2**31 - 1
+
+
+class BoundedIntConverter(IntegerConverter):
+    """``<int:...>`` limited to what an id column can hold (PostgreSQL's 32-bit ``integer``).
+
+    A larger number cannot name a row, and handing it to the database fails there (SQLite:
+    OverflowError, PostgreSQL: out of range), so it is a 404 at routing, never a 500.
+    """
+
+    def __init__(self, map, fixed_digits=0, min=None, max=None, signed=False) -> None:
+        max = MAX_ID if max is None else builtins.min(max, MAX_ID)
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
+def register_converters(app: Flask) -> None:
+    # Before any blueprint: rules pick their converter when they are added.
+    app.url_map.converters["int"] = BoundedIntConverter
+
+
+def register_proxy_fix(app: Flask) -> None:
+    """Behind ``TRUSTED_PROXY_HOPS`` proxies, take the client's address, scheme and host from
+    their X-Forwarded-* headers: throttling then sees real addresses, not the proxy's."""
+    hops = int(app.config.get("TRUSTED_PROXY_HOPS") or 0)
+    if hops > 0:
+        # Outermost, so every layer below (the realtime handshake checks too) sees the client.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
 
 def register_extensions(app: Flask) -> None:

@@ -57,6 +57,7 @@ def format_demo_table(accounts: list[DemoAccount], url: str = "http://127.0.0.1:
 @click.command("create-user")
 @click.argument("username")
 @click.option("--admin", is_flag=True, help="Give the account the admin role.")
+@click.option("--email", default=None, help="Address for password reset links.")
 @click.option(
     "--password",
     prompt=True,
@@ -65,14 +66,14 @@ def format_demo_table(accounts: list[DemoAccount], url: str = "http://127.0.0.1:
     help="Password (prompted for, hidden, when omitted).",
 )
 @with_appcontext
-def create_user_command(username: str, admin: bool, password: str) -> None:
+def create_user_command(username: str, admin: bool, password: str, email: str | None) -> None:
     """Create an account."""
     if db.session.scalar(select(User.id).where(User.username == username)):
         raise click.ClickException(f"User {username!r} already exists.")
     problem = password_problem(password, username)
     if problem:
         raise click.ClickException(problem)
-    user = User(username=username, role="admin" if admin else "user")
+    user = User(username=username, role="admin" if admin else "user", email=email or None)
     user.set_password(password)
     db.session.add(user)
     db.session.commit()

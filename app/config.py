@@ -37,6 +37,58 @@ def parse_setting(name: str, value: str) -> object:
     return value
 
 
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def env_list(name: str) -> list[str]:
+    """A comma-separated environment variable as a list (empty items dropped)."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value in ("1", "true", "yes", "on")
+
+
+#: gunicorn.conf.py's default for ``TIDINGS_THREADS``; both read the same variable.
+DEFAULT_THREADS = 32
+#: flask_tidings' default for ``REALTIME_COMMAND_THREADS``.
+DEFAULT_COMMAND_THREADS = 16
+#: Threads besides those that may hold a database connection at once: the reactor, the sweep,
+#: the broker's listener or poller, the cluster reporter.
+BACKGROUND_THREADS = 4
+
+
+def pool_options(threads: int, command_threads: int) -> dict[str, int]:
+    """Connection pool size for one worker, derived from the threads that can use it.
+
+    Every thread of a worker that touches the database holds at most one connection at a time
+    in the normal case: gunicorn's ``threads`` (one request each), the realtime layer's
+    ``command_threads`` (one client command each) and a few background threads. A pool of that
+    size never makes anyone wait for a connection, whatever the load: more requests than
+    threads queue in gunicorn, not in the pool. The overflow doubles it, so even a code path
+    that briefly holds a second connection while its first is checked out (a publish beside the
+    request's own session, say) cannot deadlock the pool when every thread does so at once.
+    Connections are opened lazily, so an idle worker holds few; a PostgreSQL server needs
+    ``max_connections`` of at least workers x (pool_size + max_overflow) at the worst peak.
+    """
+    holders = threads + command_threads + BACKGROUND_THREADS
+    return {"pool_size": holders, "max_overflow": holders}
+
+
+def fit_engine_options(uri: str, options: dict) -> dict:
+    """An in-memory SQLite database lives in one connection (Flask-SQLAlchemy gives it a
+    StaticPool), which takes no pool size."""
+    if uri.startswith("sqlite") and (uri in ("sqlite://", "sqlite:///:memory:")
+                                     or "mode=memory" in uri):
+        return {k: v for k, v in options.items() if k not in ("pool_size", "max_overflow")}
+    return options
+
+
 def development_secret_key(instance_dir: Path = INSTANCE_DIR) -> str:
     """Return a secret key persisted in ``instance/secret_key``.
 
@@ -68,10 +120,37 @@ class Config:
     )
     REDIS_URL = os.environ.get("REDIS_URL")
     #: Test pooled connections before use: a database restart then costs a reconnect, not errors.
+    #: Pool size and overflow are added in ``__init__`` from the thread counts (pool_options).
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
 
-    #: Demo accounts (alice, bob, admin) are created on start in development only.
+    #: Largest request body; larger ones get 413 before they are read (nginx enforces the same).
+    MAX_CONTENT_LENGTH = 1024 * 1024
+
+    #: Demo accounts (alice, bob, admin) are created on start in development only, and only when
+    #: the site binds to loopback: their passwords are published in the README.
     DEMO_ACCOUNTS = True
+
+    #: Proxies in front of the site that set X-Forwarded-For/-Proto/-Host (nginx: 1). 0 trusts no
+    #: such header, so nobody can pick their own address by sending one.
+    TRUSTED_PROXY_HOPS = 0
+    #: Host names the site answers to (others get 400); empty accepts any (development only).
+    TRUSTED_HOSTS: list[str] | None = None
+    #: Seconds browsers remember to use HTTPS only (Strict-Transport-Security); 0 sends none.
+    HSTS_SECONDS = 0
+
+    #: Bearer token that shows /healthz in full to a monitor; without it only admins and direct
+    #: loopback clients see more than the status.
+    HEALTHZ_TOKEN: str | None = None
+
+    #: SMTP server for password reset mail; unset in development writes the mail to the log.
+    MAIL_SERVER: str | None = None
+    MAIL_PORT = 25
+    MAIL_USERNAME: str | None = None
+    MAIL_PASSWORD: str | None = None
+    MAIL_USE_TLS = False
+    MAIL_FROM = "Tidings <no-reply@localhost>"
+    #: Seconds a password reset link stays valid.
+    PASSWORD_RESET_MAX_AGE = 60 * 60
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -80,10 +159,23 @@ class Config:
     REMEMBER_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SECURE = False
 
-    #: Failed logins allowed per account, and per client address, inside the window below.
-    LOGIN_MAX_FAILURES_PER_ACCOUNT = 5
+    #: Failed logins one address may make against one account before that pair is locked for
+    #: the window (the real user, elsewhere, is not); a warning comes with the last few.
+    LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS = 5
+    LOGIN_WARN_WHEN_ATTEMPTS_LEFT = 2
+    #: Failed logins one address may make against any accounts inside the window.
     LOGIN_MAX_FAILURES_PER_ADDRESS = 20
+    #: Counters are forgotten this long after their last failure.
     LOGIN_FAILURE_WINDOW_SECONDS = 15 * 60
+    #: Failures of one account, from anywhere, before each further attempt must wait (1, 2, 4 ...
+    #: seconds, up to the maximum): guessing slows to a crawl, the account is never locked, and a
+    #: browser that has logged in to the account before is not slowed at all.
+    LOGIN_ACCOUNT_SLOWDOWN_AFTER = 10
+    LOGIN_ACCOUNT_MAX_DELAY_SECONDS = 60
+    #: Accounts one address may register, and password reset mails it may ask for, per window.
+    REGISTRATIONS_PER_ADDRESS = 5
+    PASSWORD_RESETS_PER_ADDRESS = 5
+    SIGNUP_WINDOW_SECONDS = 60 * 60
 
     def __init__(self) -> None:
         # Read at instantiation, not import, so tests and wsgi.py see the environment of the moment.
@@ -97,18 +189,48 @@ class Config:
         for name, value in os.environ.items():
             if name.startswith("REALTIME_"):
                 setattr(self, name, parse_setting(name, value))
+        # The same variables gunicorn.conf.py and flask_tidings read, so the pool fits the threads.
+        self.SQLALCHEMY_ENGINE_OPTIONS = {
+            **type(self).SQLALCHEMY_ENGINE_OPTIONS,
+            **pool_options(env_int("TIDINGS_THREADS", DEFAULT_THREADS),
+                           env_int("REALTIME_COMMAND_THREADS", DEFAULT_COMMAND_THREADS)),
+        }
+        self.DEMO_ACCOUNTS = env_flag("TIDINGS_DEMO_ACCOUNTS", self.DEMO_ACCOUNTS)
+        self.TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", self.TRUSTED_PROXY_HOPS)
+        self.TRUSTED_HOSTS = env_list("TRUSTED_HOSTS") or self.TRUSTED_HOSTS
+        self.HSTS_SECONDS = env_int("HSTS_SECONDS", self.HSTS_SECONDS)
+        self.HEALTHZ_TOKEN = os.environ.get("HEALTHZ_TOKEN") or self.HEALTHZ_TOKEN
+        self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", self.MAX_CONTENT_LENGTH)
+        self.MAIL_SERVER = os.environ.get("MAIL_SERVER") or self.MAIL_SERVER
+        self.MAIL_PORT = env_int("MAIL_PORT", self.MAIL_PORT)
+        self.MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or self.MAIL_USERNAME
+        self.MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or self.MAIL_PASSWORD
+        self.MAIL_USE_TLS = env_flag("MAIL_USE_TLS", self.MAIL_USE_TLS)
+        self.MAIL_FROM = os.environ.get("MAIL_FROM") or self.MAIL_FROM
 
     def fallback_secret_key(self) -> str:
         return development_secret_key()
 
 
 class ProductionConfig(Config):
-    """Secure cookies, no demo accounts, and no guessing at a secret key."""
+    """Secure cookies, HSTS, no demo accounts, and no guessing at a secret key or host names."""
 
     TIDINGS_ENV = "production"
     DEMO_ACCOUNTS = False
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_SECURE = True
+    #: Two years, as hstspreload.org asks; browsers then refuse plain HTTP to the site.
+    HSTS_SECONDS = 2 * 365 * 24 * 3600
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not self.TRUSTED_HOSTS:
+            # A Host header the site does not own would end up in password reset links and
+            # absolute URLs; production names its hosts.
+            raise RuntimeError(
+                "TRUSTED_HOSTS is not set. In production Tidings answers only to the host names "
+                "you list, e.g.: export TRUSTED_HOSTS=tidings.example.com"
+            )
 
     def fallback_secret_key(self) -> str:
         raise RuntimeError(

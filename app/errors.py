@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
+from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -15,9 +16,17 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
+def _plain(code: int, message: str):
+    return f"{code}: {message}\n", code, {"Content-Type": "text/plain; charset=utf-8"}
+
+
 def error_response(code: int, message: str):
     if wants_json():
         return jsonify({"error": {"code": code, "message": message}}), code
+    if request_ctx.url_adapter is None:
+        # The request never got as far as routing (a Host not in TRUSTED_HOSTS): pages, which
+        # link with url_for, cannot be built for it.
+        return _plain(code, message)
     return render_template("errors/error.html", code=code, message=message), code
 
 
@@ -30,9 +39,28 @@ def handle_csrf_error(error: CSRFError):
     return error_response(400, f"{error.description} Reload the page and try again.")
 
 
+#: Shown for every unexpected error; the details go to the log, never to the visitor.
+SERVER_ERROR_MESSAGE = (
+    "Something went wrong on our side and it has been logged. Please try again in a moment."
+)
+
+
 def handle_unexpected_error(error: Exception):
+    """The 500 page, built without the database or the logged-in user.
+
+    A database outage is a common cause, and the usual page (base.html asks who is logged in;
+    context processors may count unread items) would fail in turn, leaving gunicorn's bare
+    error page. So the template comes straight from the Jinja environment, with no context
+    processors, and reads nothing but its arguments.
+    """
     # Flask passes the original exception wrapped in InternalServerError for unhandled errors.
-    return error_response(500, InternalServerError.description)
+    if wants_json():
+        return jsonify({"error": {"code": 500, "message": InternalServerError.description}}), 500
+    if request_ctx.url_adapter is None:
+        return _plain(500, SERVER_ERROR_MESSAGE)
+    page = current_app.jinja_env.get_template("errors/500.html").render(
+        code=500, title="Something went wrong", message=SERVER_ERROR_MESSAGE)
+    return page, 500, {"Content-Type": "text/html; charset=utf-8"}
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -39,7 +39,29 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     """
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
+        # First, so that switching to WAL already waits for a lock another process holds.
+        cursor.execute("PRAGMA busy_timeout=15000")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=15000")
         cursor.close()
+
+
+#: SQLite's primary result code for "attempt to write a readonly database" and its variants.
+SQLITE_READONLY = 8
+
+
+@event.listens_for(Engine, "handle_error")
+def _discard_read_only_sqlite_connections(context) -> None:
+    """A SQLite connection opened while the database file was read-only stays read-only for
+    good: SQLite opened the file without write access and never reopens it. pool_pre_ping
+    cannot tell (a SELECT works), so once the file is writable again every pooled connection
+    would keep failing until a restart. Treat the error as a disconnect instead: SQLAlchemy
+    then discards this connection and every other one opened before it, and the next checkout
+    opens the file afresh, with write access if it now has it.
+    """
+    error = context.original_exception
+    if isinstance(error, sqlite3.Error) and (
+        getattr(error, "sqlite_errorcode", 0) & 0xFF == SQLITE_READONLY
+    ):
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = True

@@ -1,11 +1,11 @@
-"""Database models: accounts and the login attempts that throttle password guessing."""
+"""Database models: accounts, and the counters that throttle password guessing."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import DateTime, Index, String
+from sqlalchemy import DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -27,6 +27,8 @@ class User(UserMixin, db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    #: Optional; only used to send password reset links.
+    email: Mapped[str | None] = mapped_column(String(254), index=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user")
     active: Mapped[bool] = mapped_column(default=True)
@@ -34,9 +36,12 @@ class User(UserMixin, db.Model):
     #: every copy of every earlier cookie worthless, on every device, at once.
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: None until the first login, so the first one can say "Welcome" and later ones "Welcome back".
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     def set_password(self, password: str) -> None:
-        # werkzeug's default method is scrypt; the hash embeds its parameters, so it can change later.
+        # werkzeug's default method is scrypt; the hash embeds its parameters, so it can change
+        # later.
         self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:
@@ -62,18 +67,22 @@ class User(UserMixin, db.Model):
         return f"<User {self.username!r} {self.role}>"
 
 
-class LoginAttempt(db.Model):
-    """One failed login, keyed by ``account:<name>`` or ``address:<ip>``.
+class LoginThrottle(db.Model):
+    """A failure counter for one key: ``pair:<account>|<address>``, ``address:<ip>``,
+    ``account:<name>``, ``register:<ip>`` or ``reset:<ip>``.
 
-    Stored in the database rather than process memory so the limit holds across gunicorn workers.
+    Stored in the database rather than process memory so a limit holds across gunicorn
+    workers; one row per key, changed only under a row lock (app/auth/throttle.py), so
+    concurrent requests cannot all pass a check before any of them counts. A counter is
+    forgotten (and its row pruned) a window after its last failure.
     """
 
-    __tablename__ = "login_attempts"
-    __table_args__ = (Index("ix_login_attempts_key_created_at", "key", "created_at"),)
+    __tablename__ = "login_throttles"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True)
 
 
 @login_manager.user_loader

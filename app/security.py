@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app
 
 #: No inline scripts or styles anywhere; WebSockets may connect back to this origin (ws: / wss:).
 CONTENT_SECURITY_POLICY = (
@@ -22,6 +22,12 @@ SECURITY_HEADERS = {
 def add_security_headers(response: Response) -> Response:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    # Production only (HSTS_SECONDS): once seen over HTTPS, browsers refuse plain HTTP to the
+    # site for that long, so nobody on the path can strip TLS from a later visit.
+    hsts = int(current_app.config.get("HSTS_SECONDS") or 0)
+    if hsts > 0:
+        response.headers.setdefault(
+            "Strict-Transport-Security", f"max-age={hsts}; includeSubDomains")
     return response
 
 

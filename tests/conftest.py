@@ -12,6 +12,7 @@ from tests.support import services
 from tests.support.forms import csrf_token_from
 from tests.support.live import LiveServer, live_login, start_live_server
 
+
 def pytest_sessionfinish(session, exitstatus):
     """Stop the private PostgreSQL and Redis (tests/support/services.py), pass or fail."""
     services.stop_all()

@@ -17,8 +17,9 @@ from app import create_app
 from app.auth import throttle
 from app.config import TestConfig
 from app.extensions import db
-from app.models import LoginAttempt, User, utcnow
+from app.models import LoginThrottle, User, utcnow
 from tests.support import services
+
 
 def postgres_schema_url():
     """Create a throwaway schema; return (url that uses it, function that drops it)."""
@@ -82,14 +83,42 @@ def test_usernames_are_unique(model_app):
 
 def test_login_failures_are_counted_in_the_window_only(model_app):
     old = utcnow() - timedelta(minutes=30)
-    db.session.add_all(LoginAttempt(key="account:ivan", created_at=old) for _ in range(10))
+    db.session.add(LoginThrottle(key="account:ivan", failures=50, last_failure_at=old))
+    db.session.add(LoginThrottle(key="pair:ivan|10.0.0.1", failures=50, last_failure_at=old))
     db.session.commit()
     with model_app.test_request_context():
-        assert throttle.check_lockout("ivan", "10.0.0.1") is None
-        for _ in range(5):
-            throttle.record_failure("ivan", "10.0.0.1")
-        lockout = throttle.check_lockout("ivan", "10.0.0.1")
-        assert lockout is not None and lockout.minutes == 15
+        rules = throttle.login_rules("Ivan", "10.0.0.1", known=False)
+        for _ in range(5):  # the old failures are forgotten: five fresh ones are allowed
+            assert isinstance(throttle.claim(rules), throttle.Claim)
+        refusal = throttle.claim(rules)
+        assert isinstance(refusal, throttle.Refusal) and refusal.reason == "pair"
+        assert refusal.minutes == 15
+        assert db.session.get(LoginThrottle, "account:ivan").failures == 5
+        # Forgiving a claim clears the account's counters and gives the address one back.
+        throttle.forgive(throttle.Claim(tuple(rule.key for rule in rules), None), "ivan")
+        assert db.session.get(LoginThrottle, "pair:ivan|10.0.0.1") is None
+        assert db.session.get(LoginThrottle, "account:ivan") is None
+        assert db.session.get(LoginThrottle, "address:10.0.0.1").failures == 4
+
+
+def test_expired_counters_are_pruned(model_app):
+    old = utcnow() - timedelta(hours=3)
+    db.session.add_all(LoginThrottle(key=f"address:10.0.0.{n}", failures=1, last_failure_at=old)
+                       for n in range(10))
+    db.session.add(LoginThrottle(key="address:10.0.1.1", failures=1, last_failure_at=utcnow()))
+    db.session.commit()
+    with model_app.test_request_context():
         assert throttle.prune_expired() == 10
-        throttle.clear_failures("ivan")
-        assert throttle.check_lockout("ivan", "10.0.0.1") is None
+    assert db.session.scalars(sa.select(LoginThrottle.key)).all() == ["address:10.0.1.1"]
+
+
+def test_an_account_may_have_an_email_and_remembers_its_last_login(model_app):
+    user = User(username="judy", email="judy@example.org")
+    user.set_password("judy-password-1")
+    db.session.add(user)
+    db.session.commit()
+    assert user.last_login_at is None
+    user.last_login_at = utcnow()
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(User, user.id).last_login_at is not None

@@ -5,13 +5,21 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import BooleanField, PasswordField, StringField, SubmitField
-from wtforms.validators import DataRequired, EqualTo, Length, Regexp, ValidationError
+from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp, ValidationError
 
 from app.extensions import db
 from app.models import User
 
 #: Shortest password we accept.
 MIN_PASSWORD_LENGTH = 8
+
+#: Shown under the password field of every form that sets one.
+PASSWORD_HINT = (
+    f"At least {MIN_PASSWORD_LENGTH} characters, not only digits, and not your username."
+)
+
+#: Good enough to catch typos; the mail server is the real judge of an address.
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 def password_problem(password: str, username: str) -> str | None:
@@ -44,6 +52,12 @@ class RegistrationForm(FlaskForm):
             ),
         ],
     )
+    email = StringField(
+        "Email (optional)",
+        validators=[Optional(), Length(max=254),
+                    Regexp(EMAIL_PATTERN, message="That does not look like an email address.")],
+        filters=[lambda value: value.strip() if value else value],
+    )
     password = PasswordField("Password", validators=[DataRequired()])
     confirm = PasswordField(
         "Repeat password", validators=[DataRequired(), EqualTo("password", "Passwords must match.")]
@@ -57,5 +71,28 @@ class RegistrationForm(FlaskForm):
 
     def validate_password(self, field: PasswordField) -> None:
         problem = password_problem(field.data or "", self.username.data or "")
+        if problem:
+            raise ValidationError(problem)
+
+
+class ResetRequestForm(FlaskForm):
+    login = StringField("Username or email", validators=[DataRequired(), Length(max=254)])
+    submit = SubmitField("Send me a reset link")
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=[DataRequired()])
+    confirm = PasswordField(
+        "Repeat new password",
+        validators=[DataRequired(), EqualTo("password", "Passwords must match.")],
+    )
+    submit = SubmitField("Set new password")
+
+    def __init__(self, username: str, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.username = username
+
+    def validate_password(self, field: PasswordField) -> None:
+        problem = password_problem(field.data or "", self.username)
         if problem:
             raise ValidationError(problem)

@@ -116,8 +116,7 @@ class PageErrors:
 
     def __init__(self) -> None:
         self.seen: list[str] = []
-        # Browsers ask for /favicon.ico on their own and the site has none (yet): not a page error.
-        self.allowed: list[re.Pattern[str]] = [re.compile(r"status of 404 .*/favicon\.ico\]$")]
+        self.allowed: list[re.Pattern[str]] = []
 
     def allow(self, *patterns: str) -> None:
         self.allowed.extend(re.compile(p) for p in patterns)

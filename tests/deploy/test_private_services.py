@@ -48,9 +48,9 @@ def test_the_suites_redis_is_private_and_keeps_nothing_on_disk():
 SESSION = textwrap.dedent("""
     import json, sys, time
     from tests.support import services
-    print(json.dumps({"pg": services.postgres().process.pid, "pg_root": str(services.postgres().root),
-                      "redis": services.redis_server().process.pid,
-                      "redis_root": str(services.redis_server().root)}), flush=True)
+    pg, rd = services.postgres(), services.redis_server()
+    print(json.dumps({"pg": pg.process.pid, "pg_root": str(pg.root),
+                      "redis": rd.process.pid, "redis_root": str(rd.root)}), flush=True)
     if sys.argv[1] == "hang":
         time.sleep(120)
 """)

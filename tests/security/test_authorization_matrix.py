@@ -55,9 +55,12 @@ def row(method: str, rule: str, url: str, expect: tuple[str, str, str, str], *,
 #: everyone / to admins only, ``{carol}`` carol's user id.
 HTTP_TABLE = [
     # ---- main
-    row("GET", "/", "/", (LOGIN, OK, OK, OK)),
+    # Visitors get the landing page, users their dashboard.
+    row("GET", "/", "/", (OK, OK, OK, OK)),
+    row("GET", "/favicon.ico", "/favicon.ico", (OK, OK, OK, OK)),
     row("GET", "/healthz", "/healthz", (OK, OK, OK, OK)),
     row("GET", "/static/<path:filename>", "/static/css/site.css", (OK, OK, OK, OK)),
+    row("GET", "/ws/static/<path:filename>", "/ws/static/realtime.js", (OK, OK, OK, OK)),
     # ---- auth: logged-in visitors are sent on from the login and register pages
     row("GET", "/auth/login", "/auth/login", (OK, REDIRECT, REDIRECT, REDIRECT)),
     row("POST", "/auth/login", "/auth/login", (OK, REDIRECT, REDIRECT, REDIRECT),
@@ -67,6 +70,15 @@ HTTP_TABLE = [
     row("GET", "/auth/register", "/auth/register", (OK, REDIRECT, REDIRECT, REDIRECT)),
     row("POST", "/auth/register", "/auth/register", (OK, REDIRECT, REDIRECT, REDIRECT),
         data={"username": "", "password": "", "confirm": ""}),
+    # Password reset: anyone may ask (the answer is the same whoever is named); a link that is
+    # not valid sends everyone back to the request form.
+    row("GET", "/auth/reset", "/auth/reset", (OK, OK, OK, OK)),
+    row("POST", "/auth/reset", "/auth/reset", (REDIRECT, REDIRECT, REDIRECT, REDIRECT),
+        data={"login": "nobody"}),
+    row("GET", "/auth/reset/<token>", "/auth/reset/not-a-token",
+        (REDIRECT, REDIRECT, REDIRECT, REDIRECT)),
+    row("POST", "/auth/reset/<token>", "/auth/reset/not-a-token",
+        (REDIRECT, REDIRECT, REDIRECT, REDIRECT), data={"password": "x", "confirm": "x"}),
     # ---- admin area: admins only; users get 403, visitors the login page
     row("GET", "/admin/", "/admin/", (LOGIN, "403", "403", OK)),
     row("GET", "/admin/users", "/admin/users", (LOGIN, "403", "403", OK)),

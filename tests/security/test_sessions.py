@@ -33,6 +33,7 @@ def cookie_value(header: str) -> str:
 def production_client(tmp_path, monkeypatch):
     """The production app over HTTPS (as behind its TLS proxy), with one account."""
     monkeypatch.setenv("SECRET_KEY", "p" * 64)
+    monkeypatch.setenv("TRUSTED_HOSTS", "tidings.example")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'prod.db'}")
     app = create_app(ProductionConfig)
     with app.app_context():
@@ -73,14 +74,15 @@ def test_login_issues_a_new_session_cookie_and_the_old_one_stays_anonymous(app, 
     response = auth.login()
     after = cookie_value(set_cookies(response)["session"])
     assert after != before
-    assert client.get("/").status_code == 200
+    assert b'data-username="alice"' in client.get("/").data
 
-    # ... is worth nothing to whoever copied it before the login (session fixation).
+    # ... is worth nothing to whoever copied it before the login (session fixation): they get
+    # the visitors' landing page, not alice's dashboard.
     attacker = app.test_client()
     attacker.set_cookie("session", before)
     response = attacker.get("/")
-    assert response.status_code == 302
-    assert response.headers["Location"].startswith("/auth/login")
+    assert b"data-username" not in response.data
+    assert attacker.get("/notifications").headers["Location"].startswith("/auth/login")
     assert attacker.get("/ws/check").status_code == 401
 
 
@@ -90,4 +92,5 @@ def test_a_session_cookie_copied_before_logout_is_refused_after_logout(app, clie
     auth.logout()
     attacker = app.test_client()
     attacker.set_cookie("session", stolen)
-    assert attacker.get("/").status_code == 302
+    assert b"data-username" not in attacker.get("/").data
+    assert attacker.get("/notifications").status_code == 302

@@ -2,7 +2,8 @@
 
 Use through the ``live_server`` fixture::
 
-    server = live_server(workers=2, env={"REDIS_URL": "redis://127.0.0.1:6379/0"})
+    # services: tests/support/services.py, the session's private Redis and PostgreSQL
+    server = live_server(workers=2, env={"REDIS_URL": services.REDIS_URL})
     http = live_login(server, "alice", "alice-demo-pass")   # a logged-in requests.Session
     http.get(server.url + "/")
 
@@ -103,7 +104,8 @@ def migrate_database(env: dict[str, str]) -> None:
 def _wait_until_healthy(server: LiveServer, deadline: float) -> None:
     while time.monotonic() < deadline:
         if not server.is_running():
-            raise RuntimeError(f"gunicorn exited with {server.process.returncode}:\n{server.read_log()}")
+            raise RuntimeError(
+                f"gunicorn exited with {server.process.returncode}:\n{server.read_log()}")
         try:
             response = requests.get(server.url + "/healthz", timeout=1)
             if response.ok and len(server.worker_pids()) >= server.workers:

@@ -29,6 +29,7 @@ import ctypes
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -246,7 +247,8 @@ class PrivatePostgres:
         _stop(self.process, signal.SIGINT)
 
     def restart(self) -> None:
-        """Stop and start on the same port, as an operator's restart would: every connection dies."""
+        """Stop and start on the same port, as an operator's restart would: every connection
+        dies."""
         self.stop()
         self.start()
 
@@ -383,3 +385,91 @@ def __getattr__(name: str) -> str:
     if name == "POSTGRES_ADMIN_DSN":
         return postgres_admin_dsn()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --------------------------------------------------------------------------- nginx
+
+#: The production template (docs/deploy.md), filled in and run as it is.
+NGINX_TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                      else None)
+    if not found:
+        raise ServiceUnavailable(
+            "nginx is not installed; `make test` installs Debian's nginx package "
+            "(scripts/test-services.sh)")
+    return found
+
+
+def render_nginx_conf(values: dict[str, str], template: Path = NGINX_TEMPLATE) -> str:
+    """The template with every ``@@NAME@@`` marker replaced; a marker left over is an error."""
+    text = template.read_text()
+    for name, value in values.items():
+        text = text.replace(f"@@{name}@@", value)
+    left = sorted(set(re.findall(r"@@[A-Z_]+@@", text)))
+    if left:
+        raise ValueError(f"unfilled markers in {template}: {left}")
+    return text
+
+
+class PrivateNginx:
+    """deploy/nginx.conf in front of the given upstreams, on a free loopback port, with its own
+    prefix (pid, logs, temp files) in a temporary directory."""
+
+    def __init__(self, upstreams: list[str], static_root: Path) -> None:
+        self.binary = nginx_binary()
+        self.root = _private_dir("nginx")
+        for folder in ("logs", "temp"):
+            (self.root / folder).mkdir()
+        self.upstreams = upstreams
+        self.static_root = static_root
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def error_log(self) -> Path:
+        return self.root / "logs" / "error.log"
+
+    def start(self) -> None:
+        for attempt in range(3):
+            self.port = free_port()
+            config = self.root / "nginx.conf"
+            config.write_text(render_nginx_conf({
+                # As root, workers would drop to "nobody", who cannot write this prefix.
+                "USER": "root" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
+                "LISTEN": f"127.0.0.1:{self.port}",
+                "SERVER_NAME": "127.0.0.1 localhost",
+                "UPSTREAM_SERVERS": "\n        ".join(f"server {u};" for u in self.upstreams),
+                "STATIC_ROOT": str(self.static_root),
+            }))
+            self.process = subprocess.Popen(
+                [self.binary, "-p", str(self.root), "-c", str(config), "-e", str(self.error_log),
+                 "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.root,
+                preexec_fn=_die_with_parent(signal.SIGTERM))
+            try:
+                _wait(self._accepts, self.process, "nginx", self.error_log)
+                return
+            except ServiceUnavailable:
+                if "Address already in use" not in _tail(self.error_log) or attempt == 2:
+                    raise
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGTERM)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

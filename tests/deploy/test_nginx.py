@@ -1,0 +1,151 @@
+"""Production's shape: deploy/nginx.conf, run by a real nginx, in front of a real gunicorn.
+
+The gunicorn behind it has only 4 threads per worker, fewer than the slow clients below: if
+nginx handed them through, they would hold every thread and the page would never load.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from tests.support import services
+from tests.support.live import ROOT, live_login, start_live_server
+from tests.support.sockets import Client, publisher
+
+#: A production-like account (demo accounts are refused behind a proxy).
+USER = ("reader", "reader-password-1")
+#: Threads per gunicorn worker; the slow clients outnumber them.
+THREADS = 4
+SLOW_CLIENTS = 32
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """nginx -> one gunicorn master (2 workers, Redis), trusting one proxy hop."""
+    server = start_live_server(
+        tmp_path_factory.mktemp("behind-nginx"), workers=2, threads=THREADS,
+        env={"TRUSTED_PROXY_HOPS": "1", "TIDINGS_DEMO_ACCOUNTS": "0",
+             "REDIS_URL": services.REDIS_URL,
+             "REALTIME_REDIS_CHANNEL": f"tidings-nginx-{uuid.uuid4().hex[:12]}"})
+    created = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi:app", "create-user", USER[0],
+         "--password", USER[1]], cwd=ROOT, env=server.env, capture_output=True, text=True,
+        timeout=60)
+    assert created.returncode == 0, created.stderr
+    proxy = services.PrivateNginx([f"127.0.0.1:{server.port}"], ROOT / "static")
+    try:
+        proxy.start()
+        yield SimpleNamespace(gunicorn=server, nginx=proxy, url=proxy.url)
+    finally:
+        proxy.destroy()
+        server.stop()
+
+
+def test_pages_and_logins_work_through_nginx(site):
+    assert requests.get(site.url + "/", timeout=10).status_code == 200  # the landing page
+    http = live_login(site.url, *USER)
+    page = http.get(site.url + "/", timeout=10)
+    assert page.status_code == 200 and f'data-username="{USER[0]}"' in page.text
+    # Static files come from nginx itself, with a cache lifetime.
+    css = requests.get(site.url + "/static/css/site.css", timeout=10)
+    assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+    assert "Expires" in css.headers
+    # Through the proxy the health check is public: status only.
+    assert requests.get(site.url + "/healthz", timeout=10).json() == {"status": "ok"}
+
+
+def test_a_websocket_subscribes_and_receives_through_nginx(site):
+    http = live_login(site.url, *USER)
+    client = Client(site, http)  # ws://<nginx>/ws, Origin: the nginx address
+    try:
+        assert client.subscribe("broadcast")["type"] == "subscribed"
+        [event] = publisher(site.gunicorn).broadcast("announcement", {"title": "through nginx"})
+        [received] = client.events(1, "broadcast")
+        assert received["id"] == event.seq
+        assert received["data"]["title"] == "through nginx"
+    finally:
+        client.close()
+
+
+def test_slow_clients_do_not_stop_another_users_page(site):
+    http = live_login(site.url, *USER)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            slow = socket.create_connection(("127.0.0.1", site.nginx.port), timeout=10)
+            slow.sendall(b"G")  # the first byte of "GET", and then nothing
+            held.append(slow)
+        # Give gunicorn every chance to be tied up, if nginx were passing them through.
+        time.sleep(1)
+        for _ in range(3):
+            page = http.get(site.url + "/", timeout=30)
+            assert page.status_code == 200
+            assert f'data-username="{USER[0]}"' in page.text
+        # The slow clients are still connected: the page loaded while they were held open.
+        for slow in held:
+            slow.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                slow.recv(1)
+    finally:
+        for slow in held:
+            slow.close()
+
+
+def test_without_nginx_the_same_slow_clients_hold_every_gunicorn_thread(site):
+    """Why nginx is there: the same clients sent straight to gunicorn tie up all its threads.
+    (The page is refused a generous moment to load; it would only get one when a slow client
+    gives up.)"""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            slow = socket.create_connection(("127.0.0.1", site.gunicorn.port), timeout=10)
+            slow.sendall(b"G")
+            held.append(slow)
+        time.sleep(1)
+        with pytest.raises(requests.Timeout):
+            requests.get(site.gunicorn.url + "/auth/login", timeout=5)
+    finally:
+        for slow in held:
+            slow.close()
+    # Once they are gone, gunicorn serves again.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(site.gunicorn.url + "/auth/login", timeout=5).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "gunicorn did not recover from the slow clients"
+
+
+def send_huge_login(port: int, total: int = 5 * 1024 * 1024, sent: int = 64 * 1024) -> tuple[
+        int, int]:
+    """Announce a ``total``-byte form post to /auth/login, send only its first ``sent`` bytes,
+    and return (status, bytes actually sent) once the server answers."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        conn.sendall((f"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      "Content-Type: application/x-www-form-urlencoded\r\n"
+                      f"Content-Length: {total}\r\nConnection: close\r\n\r\n").encode())
+        conn.sendall(b"a" * sent)
+        status_line = conn.makefile("rb").readline().decode()
+        return int(status_line.split()[1]), sent
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("through", ["nginx", "gunicorn"])
+def test_a_five_megabyte_post_is_refused_with_413_before_it_is_read(site, through):
+    port = site.nginx.port if through == "nginx" else site.gunicorn.port
+    status, sent = send_huge_login(port)
+    # The answer came while 98.75% of the body was still unsent: nobody read (or spooled) it.
+    assert status == 413
+    assert sent < 5 * 1024 * 1024 // 50
