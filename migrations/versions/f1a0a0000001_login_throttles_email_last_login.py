@@ -5,14 +5,14 @@ hold under concurrency and the table stays small; email for password reset links
 the last login, so the first one can say "Welcome".
 
 Revision ID: f1a0a0000001
-Revises: d1f0a0000001
+Revises: f3b1a7c2d4e5
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = 'f1a0a0000001'
-down_revision = 'd1f0a0000001'
+down_revision = 'f3b1a7c2d4e5'
 branch_labels = None
 depends_on = None
 
