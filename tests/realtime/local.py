@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 from wsproto import ConnectionType, WSConnection
@@ -100,3 +101,21 @@ class LocalClient:
     def close(self) -> None:
         self.conn.close(1000, "test over")
         self.sock.close()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for one test, as a SQLAlchemy URL (dropped afterwards)."""
+    import psycopg
+
+    from tests.realtime.test_postgres import ADMIN_DSN
+
+    name = f"tidings_local_{int(time.time() * 1000) % 10**9}"
+    try:
+        admin = psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"!!! SKIPPING POSTGRESQL TEST !!! PostgreSQL unreachable ({exc})")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    yield ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()

@@ -16,7 +16,7 @@ import time
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tests.realtime.local import LocalClient, make_app
+from tests.realtime.local import LocalClient, make_app, postgres_url  # noqa: F401
 from tests.support.sockets import Client, publisher
 
 #: The store's reads that subscribe, catch-up, the sweep and the PostgreSQL listener make.
@@ -263,20 +263,3 @@ def test_a_failed_payload_lookup_of_the_postgresql_listener_heals(tmp_path, monk
         client.close()
     finally:
         state.stop()
-
-
-@pytest.fixture
-def postgres_url():
-    import psycopg
-
-    from tests.realtime.test_postgres import ADMIN_DSN
-
-    name = f"tidings_heal_{int(time.time() * 1000) % 10**9}"
-    try:
-        admin = psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"!!! SKIPPING POSTGRESQL HEALING TEST !!! PostgreSQL unreachable ({exc})")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
