@@ -284,11 +284,12 @@ def _catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
             if _finish(conn, stream):
                 return
             continue  # events arrived while subscribing: read them
-        # Sampled before the read: an event seen live is committed, so the read must find it;
-        # one that arrives during the read may not be visible to it yet.
-        seen = stream_state.seen
+        # Sampled before the read: an event seen live (or counted in a head just read) is
+        # committed, so the read must find it; one that arrives during the read may not be
+        # visible to it yet.
+        known = max(stream_state.seen, head)
         rows = state.store.read_since(stream, cursor, page)
-        if (rows and rows[0][0] != cursor + 1) or (not rows and seen > cursor):
+        if (rows and rows[0][0] != cursor + 1) or (not rows and known > cursor):
             # The log no longer holds the event after the cursor: retention pruned it. Say so
             # rather than skip silently; the client starts again from the current head.
             head = max(state.store.head(stream), stream_state.seen)
