@@ -17,6 +17,7 @@ never see each other's events.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ class Sender:
         self._cond = threading.Condition()
         self._pid = 0
         self._stopping = False
+        self._sending = False
         self.sent = 0
         self.dropped = 0
         self.errors = 0
@@ -71,6 +73,9 @@ class Sender:
                 self._pid = os.getpid()
                 self._stopping = False
                 threading.Thread(target=self._run, name=self.name, daemon=True).start()
+                # A command or job that exits right after publishing must not take its last
+                # messages with it (they would reach followers only by the sweep).
+                atexit.register(self.flush)
             if len(self._queue) >= self.capacity:
                 self.dropped += 1
                 self._warn("%s broker send queue full (%d); dropped, the sweep delivers from the "
@@ -82,6 +87,17 @@ class Sender:
 
     def backlog(self) -> int:
         return len(self._queue)
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait (at most ``timeout`` seconds) until everything queued has been sent."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._queue or self._sending) and self._pid == os.getpid():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    return False
+                self._cond.wait(remaining)
+        return True
 
     def stop(self) -> None:
         with self._cond:
@@ -103,6 +119,7 @@ class Sender:
                 if self._stopping or self._pid != pid:
                     return
                 batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                self._sending = True
             try:
                 self._send(batch)
                 self.sent += len(batch)
@@ -111,6 +128,10 @@ class Sender:
                 self.errors += len(batch)
                 self._warn("%s broker send failed (%s); clients catch up from the log",
                            self.name, exc)
+            finally:
+                with self._cond:
+                    self._sending = False
+                    self._cond.notify_all()
 
 
 class Broker:
