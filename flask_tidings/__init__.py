@@ -11,12 +11,13 @@ See PROTOCOL.md (beside this module) for the wire protocol and README.md for set
 
 from .connection import Connection, Identity
 from .extension import Realtime, RealtimeError, RealtimeState, shutdown_all, user_stream
-from .store import Event, metadata
+from .store import Event, PublishTimeout, metadata
 
 __all__ = [
     "Connection",
     "Event",
     "Identity",
+    "PublishTimeout",
     "Realtime",
     "RealtimeError",
     "RealtimeState",

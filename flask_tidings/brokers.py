@@ -4,20 +4,32 @@ A broker only announces; the durable log is the truth. Each broker hands message
 on a thread of its own (never the publisher's), in batches of what has arrived (so a burst costs
 one send per socket per batch, not per message), and calls ``resync`` after any gap in its own
 service (a Redis reconnect), which makes every connection catch up from the log.
+
+Publishers never wait for a broker either: what a publisher hands over goes into a bounded queue
+that one thread per process sends (:class:`Sender`). A broker that hangs fills the queue, the
+excess is dropped and counted, and followers get those events from the log by the periodic
+sweep: slower, never lost.
+
+Every message a shared broker carries is stamped with the site's id, and a listener drops
+messages stamped with another id: two sites that share one Redis (or one channel by mistake)
+never see each other's events.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from .store import EventStore
+from .store import Event, EventStore
 
 log = logging.getLogger("tidings.realtime")
 
@@ -26,19 +38,146 @@ Deliver = Callable[[list[dict[str, Any]]], None]
 
 #: Most messages handed over in one batch.
 BATCH = 256
+#: Messages a process may have waiting for a slow broker before it drops (and counts) the rest.
+SEND_QUEUE = 10000
+
+
+class Sender:
+    """A bounded queue and one thread that sends it: publishers hand over and return at once.
+
+    Started lazily in the process that publishes (a queue inherited across ``fork`` is
+    discarded, like the thread that would have drained it). Messages leave in the order they
+    were handed over, several per round trip when they queue up.
+    """
+
+    def __init__(self, name: str, send: Callable[[list[dict[str, Any]]], None],
+                 capacity: int = SEND_QUEUE):
+        self.name = name
+        self._send = send
+        self.capacity = capacity
+        self._queue: deque[dict[str, Any]] = deque()
+        self._cond = threading.Condition()
+        self._pid = 0
+        self._stopping = False
+        self._sending = False
+        self.sent = 0
+        self.dropped = 0
+        self.errors = 0
+        self._warned = 0.0
+
+    def put(self, message: dict[str, Any]) -> bool:
+        """Queue ``message``; False (and counted) when the queue is full."""
+        with self._cond:
+            if self._pid != os.getpid():
+                self._queue.clear()
+                self._pid = os.getpid()
+                self._stopping = False
+                threading.Thread(target=self._run, name=self.name, daemon=True).start()
+                # A command or job that exits right after publishing must not take its last
+                # messages with it (they would reach followers only by the sweep).
+                atexit.register(self.flush)
+            if len(self._queue) >= self.capacity:
+                self.dropped += 1
+                self._warn("%s broker send queue full (%d); dropped, the sweep delivers from the "
+                           "log", self.name, self.capacity)
+                return False
+            self._queue.append(message)
+            self._cond.notify()
+            return True
+
+    def backlog(self) -> int:
+        return len(self._queue)
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait (at most ``timeout`` seconds) until everything queued has been sent."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._queue or self._sending) and self._pid == os.getpid():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def _warn(self, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._warned > 10:  # a hung broker must not flood the log too
+            self._warned = now
+            log.warning(*args)
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping or self._pid != pid:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                self._sending = True
+            try:
+                self._send(batch)
+                self.sent += len(batch)
+            except Exception as exc:
+                # The events are in the log already: followers get them from the sweep.
+                self.errors += len(batch)
+                self._warn("%s broker send failed (%s); clients catch up from the log",
+                           self.name, exc)
+            finally:
+                with self._cond:
+                    self._sending = False
+                    self._cond.notify_all()
 
 
 class Broker:
     name = "base"
 
+    def __init__(self) -> None:
+        #: Set once the broker can carry messages to this process (its listener is connected).
+        self.ready = threading.Event()
+        #: This site's id (``RealtimeState.site_id``): stamped on what we send, checked on what
+        #: we receive.
+        self.site = ""
+        self.foreign = 0
+
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        """Start receiving (a serving process); publishing needs no start."""
         raise NotImplementedError
 
     def publish(self, message: dict[str, Any]) -> None:
+        """Announce ``message``; never blocks (see :class:`Sender`)."""
         raise NotImplementedError
+
+    def announce_in(self, connection: Any, event: Event) -> bool:
+        """Announce a stored event inside the transaction that stores it, if this broker can.
+
+        True when done: the announcement then leaves with the commit or not at all.
+        """
+        return False
+
+    def stop(self) -> None:
+        """Stop this process's broker threads (tests, a publisher that is done)."""
 
     def state(self) -> dict[str, Any]:
         return {"kind": self.name, "state": "connected"}
+
+    def _stamp(self, message: dict[str, Any]) -> dict[str, Any]:
+        message["site"] = self.site
+        return message
+
+    def _ours(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        mine = [m for m in batch if m.get("site") == self.site]
+        if len(mine) != len(batch):
+            self.foreign += len(batch) - len(mine)
+            log.warning("ignored %d broker message(s) of another site (site id %s is ours); "
+                        "give each site its own REALTIME_REDIS_CHANNEL", len(batch) - len(mine),
+                        self.site)
+        return mine
 
 
 class MemoryBroker(Broker):
@@ -47,7 +186,8 @@ class MemoryBroker(Broker):
     name = "memory"
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        super().__init__()
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._started = False
 
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
@@ -55,22 +195,33 @@ class MemoryBroker(Broker):
 
         def run() -> None:
             while True:
-                batch = [self._queue.get()]
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
                 while len(batch) < BATCH:
                     try:
-                        batch.append(self._queue.get_nowait())
+                        item = self._queue.get_nowait()
                     except queue.Empty:
                         break
+                    if item is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(item)
                 try:
                     deliver(batch)
                 except Exception:
                     log.exception("realtime dispatch failed")
 
         threading.Thread(target=run, name="tidings-dispatch", daemon=True).start()
+        self.ready.set()
 
     def publish(self, message: dict[str, Any]) -> None:
         if self._started:  # a process that only publishes has nobody to deliver to
             self._queue.put(message)
+
+    def stop(self) -> None:
+        self._queue.put(None)
 
     def state(self) -> dict[str, Any]:
         return {"kind": self.name, "state": "connected", "backlog": self._queue.qsize()}
@@ -85,23 +236,40 @@ class ListeningBroker(Broker):
     thread_name = "tidings-listen"
 
     def __init__(self) -> None:
+        super().__init__()
         self._state = "connecting"
         self.reconnects = 0
-        self.publish_errors = 0
+        self._stopping = threading.Event()
+        self.sender = Sender(self.thread_name + "-send", self._send)
+
+    @property
+    def publish_errors(self) -> int:
+        return self.sender.errors + self.sender.dropped
 
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
         threading.Thread(
             target=self._listen, args=(deliver, resync), name=self.thread_name, daemon=True
         ).start()
 
+    def stop(self) -> None:
+        self._stopping.set()
+        self.sender.stop()
+
+    def publish(self, message: dict[str, Any]) -> None:
+        self.sender.put(self._stamp(message))
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
     def _session(self) -> AbstractContextManager[Iterator[list[dict[str, Any]]]]:
-        """Connect and subscribe; the value is an endless iterator of message batches."""
+        """Connect and subscribe; the value is an iterator of message batches (empty batches
+        while idle, so the loop notices :meth:`stop`)."""
         raise NotImplementedError
 
     def _listen(self, deliver: Deliver, resync: Callable[[], None]) -> None:
         backoff = 0.2
         first = True
-        while True:
+        while not self._stopping.is_set():
             try:
                 with self._session() as batches:
                     self._state = "connected"
@@ -110,18 +278,36 @@ class ListeningBroker(Broker):
                         self.reconnects += 1
                         resync()
                     first = False
+                    self.ready.set()
                     for batch in batches:
+                        if self._stopping.is_set():
+                            return
+                        batch = self._ours(batch)
+                        if not batch:
+                            continue
                         try:
                             deliver(batch)
                         except Exception:
                             log.exception("realtime dispatch failed")
             except Exception as exc:  # connection refused or reset, a restart of the server ...
+                if self._stopping.is_set():
+                    return
                 self._state = "reconnecting"
                 log.warning(
                     "%s broker lost its connection (%s); retrying in %.1fs", self.name, exc, backoff
                 )
-                time.sleep(backoff)
+                self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": self.name,
+            "state": self._state,
+            "reconnects": self.reconnects,
+            "publish_errors": self.publish_errors,
+            "send_backlog": self.sender.backlog(),
+            "foreign": self.foreign,
+        }
 
 
 class RedisBroker(ListeningBroker):
@@ -130,19 +316,34 @@ class RedisBroker(ListeningBroker):
     name = "redis"
     thread_name = "tidings-redis"
 
-    def __init__(self, url: str, channel: str):
+    def __init__(self, url: str, channel: str, site: str = "", timeout: float = 5.0):
         import redis
 
         super().__init__()
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.site = site
+        self._timeout = timeout
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._sending = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         self._channel = channel
         self._lag_ms = 0.0
 
     @contextmanager
     def _session(self) -> Iterator[Iterator[list[dict[str, Any]]]]:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._redis.pubsub()
         try:
             pubsub.subscribe(self._channel)
+            # Connected once Redis confirms the subscription: from then on nothing is missed.
+            deadline = time.monotonic() + self._timeout
+            while True:
+                item = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                if item is not None and item["type"] == "subscribe":
+                    break
+                if time.monotonic() >= deadline:
+                    raise ConnectionError("redis did not confirm the subscription")
             yield self._batches(pubsub)
         finally:
             try:
@@ -151,16 +352,32 @@ class RedisBroker(ListeningBroker):
                 pass
 
     def _batches(self, pubsub: Any) -> Iterator[list[dict[str, Any]]]:
+        heard = time.monotonic()
+        pinged = 0.0
         while True:
             item = pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
             if item is None:
+                # A Redis that hangs (rather than closes) looks idle: ping it when quiet, and
+                # call it lost when not even the pong comes back, so the state says so and a
+                # resync follows once it answers again.
+                if now - heard > self._timeout and now - pinged > self._timeout:
+                    pubsub.ping()
+                    pinged = now
+                if pinged and now - heard > 2 * self._timeout + 1 and now - pinged > self._timeout:
+                    raise ConnectionError(f"redis sent nothing for {now - heard:.0f}s")
+                yield []
                 continue
-            batch = [json.loads(item["data"])]
-            while len(batch) < BATCH:  # whatever else has already arrived
-                item = pubsub.get_message(timeout=0.0)
-                if item is None:
+            heard = now
+            batch = []
+            while item is not None:
+                if item["type"] == "message":
+                    batch.append(json.loads(item["data"]))
+                if len(batch) >= BATCH:
                     break
-                batch.append(json.loads(item["data"]))
+                item = pubsub.get_message(timeout=0.0)  # whatever else has already arrived
+            if not batch:
+                continue
             sent = batch[-1].get("sent")
             if sent:
                 self._lag_ms = max(0.0, (time.time() - sent) * 1000)
@@ -168,22 +385,24 @@ class RedisBroker(ListeningBroker):
 
     def publish(self, message: dict[str, Any]) -> None:
         message["sent"] = time.time()
-        try:
-            self._redis.publish(self._channel, json.dumps(message, separators=(",", ":")))
-        except Exception as exc:
-            # The event is in the log already; subscribers resync when they see Redis again,
-            # and the periodic sweep picks it up if they never lost it.
-            self.publish_errors += 1
-            log.warning("redis publish failed (%s); clients will catch up from the log", exc)
+        super().publish(message)
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        pipe = self._sending.pipeline(transaction=False)
+        for message in batch:
+            pipe.publish(self._channel, json.dumps(message, separators=(",", ":")))
+        pipe.execute()
+
+    def stop(self) -> None:
+        super().stop()
+        for client in (self._redis, self._sending):
+            try:
+                client.close()
+            except Exception:
+                pass
 
     def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.name,
-            "state": self._state,
-            "lag_ms": round(self._lag_ms, 2),
-            "reconnects": self.reconnects,
-            "publish_errors": self.publish_errors,
-        }
+        return {**super().state(), "lag_ms": round(self._lag_ms, 2)}
 
 
 class DatabaseBroker(Broker):
@@ -193,10 +412,13 @@ class DatabaseBroker(Broker):
     name = "database"
 
     def __init__(self, store: EventStore, interval: float):
+        super().__init__()
         self._store = store
         self._interval = interval
         self._state = "starting"
         self._wake = threading.Event()
+        self._stopping = False
+        self.sender = Sender("tidings-dblog-send", self._send)
 
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
         threading.Thread(
@@ -206,10 +428,11 @@ class DatabaseBroker(Broker):
     def _poll(self, deliver: Deliver) -> None:
         last = None
         pruned = 0.0
-        while True:
+        while not self._stopping:
             try:
                 if last is None:
                     last = self._store.last_id()
+                    self.ready.set()
                 batch = []
                 for event in self._store.tail(last):
                     last = event.id
@@ -237,15 +460,30 @@ class DatabaseBroker(Broker):
             self._wake.clear()
 
     def publish(self, message: dict[str, Any]) -> None:
-        if message["k"] != "event":
-            self._store.append_raw("__control__", json.dumps(message, separators=(",", ":")))
-        elif message.get("seq") is None:
-            self._store.append_raw(message["stream"], message["payload"])
+        if message["k"] != "event" or message.get("seq") is None:
+            self.sender.put(message)
         # A stored event is in the log already, which is what every poller reads.
         self._wake.set()
 
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        for message in batch:
+            if message["k"] != "event":
+                self._store.append_raw("__control__", json.dumps(message, separators=(",", ":")))
+            else:
+                self._store.append_raw(message["stream"], message["payload"])
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self.sender.stop()
+
     def state(self) -> dict[str, Any]:
-        return {"kind": self.name, "state": self._state}
+        return {
+            "kind": self.name,
+            "state": self._state,
+            "publish_errors": self.sender.errors + self.sender.dropped,
+        }
 
 
 class PostgresBroker(ListeningBroker):
@@ -253,14 +491,17 @@ class PostgresBroker(ListeningBroker):
 
     A notification carries the message when it fits PostgreSQL's 8000-byte payload limit; a
     larger stored event is announced by its (stream, seq) and read from the log by each listener.
+    A stored event is announced inside the transaction that stores it (NOTIFY is delivered at
+    commit), so it costs no connection of its own and is never announced without being stored.
     """
 
     name = "postgres"
     thread_name = "tidings-pglisten"
     MAX_PAYLOAD = 7900
 
-    def __init__(self, store: EventStore, channel: str):
+    def __init__(self, store: EventStore, channel: str, site: str = ""):
         super().__init__()
+        self.site = site
         self._store = store
         self._channel = channel
 
@@ -272,48 +513,63 @@ class PostgresBroker(ListeningBroker):
     def _session(self) -> Iterator[Iterator[list[dict[str, Any]]]]:
         import psycopg
 
-        with psycopg.connect(self._dsn(), autocommit=True) as conn:
+        with psycopg.connect(self._dsn(), autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'LISTEN "{self._channel}"')
             yield self._batches(conn)
 
     def _batches(self, conn: Any) -> Iterator[list[dict[str, Any]]]:
         while True:
+            got = False
             for note in conn.notifies(timeout=1.0):
+                got = True
                 message = json.loads(note.payload)
                 if message.get("k") == "event" and "payload" not in message:
+                    if message.get("site") != self.site:
+                        yield [message]  # foreign: counted and dropped, never looked up
+                        continue
                     message["payload"] = self._store.payload(message["stream"], message["seq"])
                     if message["payload"] is None:
                         continue
                 yield [message]
+            if not got:
+                yield []
 
-    def publish(self, message: dict[str, Any]) -> None:
-        from sqlalchemy import text
-
-        body = json.dumps(message, separators=(",", ":"))
+    def _body(self, message: dict[str, Any]) -> str | None:
+        body = json.dumps(self._stamp(message), separators=(",", ":"))
         if len(body) > self.MAX_PAYLOAD:
             if message.get("k") != "event" or message.get("seq") is None:
                 log.warning(
                     "ephemeral message of %d bytes dropped: too large for NOTIFY", len(body)
                 )
-                return
+                return None
             body = json.dumps(
-                {"k": "event", "stream": message["stream"], "seq": message["seq"]},
+                {"k": "event", "stream": message["stream"], "seq": message["seq"],
+                 "site": self.site},
                 separators=(",", ":"),
             )
-        try:
-            with self._store.engine.begin() as conn:
-                conn.execute(
-                    text("SELECT pg_notify(:channel, :body)"),
-                    {"channel": self._channel, "body": body},
-                )
-        except Exception as exc:
-            self.publish_errors += 1
-            log.warning("postgres NOTIFY failed (%s); clients will catch up from the log", exc)
+        return body
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.name,
-            "state": self._state,
-            "reconnects": self.reconnects,
-            "publish_errors": self.publish_errors,
-        }
+    def announce_in(self, connection: Any, event: Event) -> bool:
+        from sqlalchemy import text
+
+        body = self._body(
+            {"k": "event", "stream": event.stream, "seq": event.seq, "payload": event.payload}
+        )
+        if body is not None:
+            connection.execute(
+                text("SELECT pg_notify(:channel, :body)"),
+                {"channel": self._channel, "body": body},
+            )
+        return True
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        from sqlalchemy import text
+
+        bodies = [body for body in map(self._body, batch) if body is not None]
+        if bodies:
+            with self._store.engine.begin() as conn:
+                for body in bodies:
+                    conn.execute(
+                        text("SELECT pg_notify(:channel, :body)"),
+                        {"channel": self._channel, "body": body},
+                    )

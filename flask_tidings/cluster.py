@@ -64,6 +64,7 @@ class ClusterReporter:
         self._rates: dict[str, float] = {}
         self._tick_hooks: list[TickHook] = []
         self._started_pid: int | None = None
+        self._stopping = threading.Event()
         #: Set once this process serves a request (``ensure_started`` inside a request): a CLI
         #: command or job that only publishes through the broker is no worker and must not
         #: appear in everyone's table.
@@ -87,6 +88,7 @@ class ClusterReporter:
         if self._started_pid == pid:
             return
         self._started_pid = pid
+        self._stopping = threading.Event()
         # A forked child inherits the parent's view of the cluster; it starts from nothing.
         with self._lock:
             self._reports.clear()
@@ -95,14 +97,20 @@ class ClusterReporter:
             self._rates = {}
         threading.Thread(target=self._run, name="tidings-cluster", daemon=True).start()
 
+    def stop(self) -> None:
+        """Stop reporting in this process (``RealtimeState.stop``)."""
+        self._stopping.set()
+        self._started_pid = None
+
     def _run(self) -> None:
-        while True:
+        stopping = self._stopping
+        while not stopping.is_set():
             started = time.monotonic()
             try:
                 self.tick()
             except Exception:
                 log.exception("realtime cluster report failed")
-            time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+            stopping.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def tick(self) -> None:
         """Send this worker's report to every worker, keep it, then run the tick hooks."""

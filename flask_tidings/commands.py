@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,12 @@ log = logging.getLogger("tidings.realtime")
 MAX_STREAMS = 200
 #: Commands one connection runs before yielding its pool thread to the others.
 BATCH = 32
+#: Seconds before the first retry of a stream whose log read failed; doubles per failure ...
+RETRY_FIRST = 0.1
+#: ... up to this.
+RETRY_MAX = 5.0
+#: Seconds of clock disagreement tolerated when a late subscribe looks up where a stream stood.
+CLOCK_MARGIN = 1.0
 
 
 class CommandRunner:
@@ -126,6 +133,16 @@ def _handle(ext: Realtime, state: RealtimeState, conn: Connection, command: Any)
     if not isinstance(message.get("type"), str):
         _error(conn, "bad_message", 'A message is a JSON object with a string "type".', ref)
         return
+    try:
+        _dispatch(ext, state, conn, message, ref)
+    except Exception:
+        log.exception("realtime command %r failed conn=%s", message["type"][:40], conn.id)
+        _error(conn, "server_error", "The server could not handle that message.", ref)
+
+
+def _dispatch(
+    ext: Realtime, state: RealtimeState, conn: Connection, message: dict[str, Any], ref: Any
+) -> None:
     kind = message["type"]
     if kind == "subscribe":
         subscribe(ext, state, conn, message.get("stream"), message.get("after"), ref)
@@ -163,53 +180,153 @@ def subscribe(
     if not ext.can_follow(conn.identity, stream):
         _error(conn, "forbidden", f"You may not follow {stream[:80]!r}.", ref)
         return
-    if stream in conn.streams:
+    with conn.lock:
+        current = conn.streams.get(stream)
+        retry = current is not None and (current.failed or current.pending)
+        if retry:
+            # Asked again after an error: try now, and answer this ref when it works.
+            current.failed = False
+            current.ref = ref
+    if retry:
+        catch_up(state, conn, stream)
+        return
+    if current is not None:
         conn.send_json(
-            {
-                "type": "subscribed",
-                "stream": stream,
-                "ref": ref,
-                "after": conn.streams[stream].cursor,
-            }
+            {"type": "subscribed", "stream": stream, "ref": ref, "after": current.cursor}
         )
         return
     if len(conn.streams) >= MAX_STREAMS:
         _error(conn, "too_many_streams", f"At most {MAX_STREAMS} streams per connection.", ref)
         return
-    stream_state = StreamState()  # catching up: live events only raise "seen" until we are done
+    # Registered before the head is read, so no live event can slip between the two: until the
+    # catch-up is done, live events only raise "seen".
     with conn.lock:
-        conn.streams[stream] = stream_state
+        conn.streams[stream] = StreamState(after=after, ref=ref, pending=True)
     state.hub.subscribe(conn, stream)
-    head = state.store.head(stream)
-    start = head if after is None or after > head else after
-    with conn.lock:
-        stream_state.cursor = start
-    conn.send_json(
-        {"type": "subscribed", "stream": stream, "head": head, "after": start, "ref": ref}
-    )
-    catch_up(state, conn, stream, head=head)
+    catch_up(state, conn, stream)
 
 
-def catch_up(state: RealtimeState, conn: Connection, stream: str, head: int = -1) -> None:
+def catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
     """Write every stored event after the connection's cursor, then go live again.
 
-    Stops early when the client's outbox is half full; the reactor queues the catch-up again
-    once the client has read its backlog. ``head``, when just read, spares the query for a
-    client that is already up to date (most subscribes).
+    Any failure (the database refused a read) leaves the stream marked ``failed`` with a retry
+    time: the next live event, the sweep's next nudge or the client's next subscribe runs this
+    again, from where it stopped. The client is told with an ``unavailable`` error naming the
+    stream (with the ``ref`` of a subscribe still waiting for its answer), so it may retry too.
     """
+    try:
+        _catch_up(state, conn, stream)
+    except Exception as exc:
+        with conn.lock:
+            stream_state = conn.streams.get(stream)
+            if stream_state is None:
+                return
+            stream_state.catching_up = True
+            stream_state.failed = True
+            stream_state.failures += 1
+            delay = min(RETRY_FIRST * 2 ** min(stream_state.failures - 1, 10), RETRY_MAX)
+            stream_state.retry_at = time.monotonic() + delay
+            # Tell the client (once per run of failures, and always for a subscribe still owed
+            # an answer): it may retry too, as realtime.js does.
+            tell = stream_state.pending or stream_state.ref is not None or (
+                stream_state.failures == 1)
+            ref, stream_state.ref = stream_state.ref, None
+        log.warning(
+            "realtime catch-up failed conn=%s stream=%s (%s: %s); retrying in %.1fs",
+            conn.id, stream, type(exc).__name__, str(exc).splitlines()[0][:200], delay,
+        )
+        if tell:
+            reply: dict[str, Any] = {
+                "type": "error",
+                "code": "unavailable",
+                "stream": stream,
+                "message": "The server could not read this stream just now; it keeps trying.",
+            }
+            if ref is not None:
+                reply["ref"] = ref
+            conn.send_json(reply)
+
+
+def _catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
+    """Stops early when the client's outbox is half full; the reactor queues the catch-up again
+    once the client has read its backlog. A head just read spares the query for a client that is
+    already up to date (most subscribes)."""
     page = int(state.config["REPLAY_PAGE"])
+    head = -1
     while not conn.finished.is_set():
         stream_state = conn.streams.get(stream)
-        if stream_state is None or conn.replay_blocked(stream):
+        if stream_state is None:
             return
-        if stream_state.cursor >= head >= 0:
+        if stream_state.pending:
+            head = state.store.head(stream)
+            since = None
+            if stream_state.failures and stream_state.after is None:
+                # Late: start where the stream stood when the client asked, not where it
+                # stands now, or what was published in between would be skipped. A little
+                # earlier, because clocks of two hosts (or one stepped clock) disagree: a
+                # client with no cursor may see an event from just before it asked, never
+                # miss one from after.
+                since = state.store.seq_at(stream, stream_state.asked_at - CLOCK_MARGIN)
+            started = _start(conn, stream, head, since)
+            if started is None:
+                return
+            start, ref = started
+            conn.send_json(
+                {"type": "subscribed", "stream": stream, "head": head, "after": start, "ref": ref}
+            )
+        if conn.replay_blocked(stream):
+            return
+        cursor = stream_state.cursor
+        if cursor >= head >= 0:
             head = -1
-            if conn.finish_catch_up(stream):
+            if _finish(conn, stream):
                 return
             continue  # events arrived while subscribing: read them
-        rows = state.store.read_since(stream, stream_state.cursor, page)
+        # Sampled before the read: an event seen live (or counted in a head just read) is
+        # committed, so the read must find it; one that arrives during the read may not be
+        # visible to it yet.
+        known = max(stream_state.seen, head)
+        rows = state.store.read_since(stream, cursor, page)
+        if (rows and rows[0][0] != cursor + 1) or (not rows and known > cursor):
+            # The log no longer holds the event after the cursor: retention pruned it. Say so
+            # rather than skip silently; the client starts again from the current head.
+            head = max(state.store.head(stream), stream_state.seen)
+            with conn.lock:
+                stream_state.cursor = max(stream_state.cursor, head)
+            conn.send_json({"type": "reset", "stream": stream, "head": stream_state.cursor})
+            continue
         for seq, payload in rows:
             if conn.write_stored(stream, seq, frames.text(payload)) != "ok":
                 return
-        if len(rows) < page and conn.finish_catch_up(stream):
+        if len(rows) < page and _finish(conn, stream):
             return
+
+
+def _start(
+    conn: Connection, stream: str, head: int, since: int | None
+) -> tuple[int, Any] | None:
+    """Fix where a pending subscription starts, now that the head is known."""
+    with conn.lock:
+        stream_state = conn.streams.get(stream)
+        if stream_state is None or not stream_state.pending:
+            return None
+        if stream_state.after is not None:
+            start = min(stream_state.after, head)
+        else:
+            start = head if since is None else min(head, since)
+            if stream_state.first_seen:  # live events arrived while the head was unreadable
+                start = min(start, stream_state.first_seen - 1)
+        stream_state.cursor = start
+        stream_state.pending = False
+        ref, stream_state.ref = stream_state.ref, None
+        return start, ref
+
+
+def _finish(conn: Connection, stream: str) -> bool:
+    if not conn.finish_catch_up(stream):
+        return False
+    with conn.lock:
+        stream_state = conn.streams.get(stream)
+        if stream_state is not None:
+            stream_state.failures = 0
+    return True

@@ -111,14 +111,31 @@ class StreamState:
     ``cursor`` is the last sequence number written to the client. While ``catching_up`` the
     session thread reads the log and live offers only raise ``seen``; when it finishes, it checks
     ``seen`` again, so an event that arrived during the read is never skipped.
+
+    While ``pending`` the start is not fixed yet (the head was not read; ``subscribed`` is still
+    owed, to ``ref``); ``asked_at`` and ``first_seen`` (the first live event offered meanwhile)
+    let a start "from the head" fixed late still include what came after the request. ``failed`` means the last read of the log
+    failed: the next live event, the sweep's nudge or the client's new subscribe retries it
+    (not before ``retry_at``), so a database error never leaves a stream silent for good.
     """
 
-    __slots__ = ("cursor", "seen", "catching_up")
+    __slots__ = (
+        "cursor", "seen", "catching_up", "pending", "after", "ref", "asked_at", "first_seen",
+        "failed", "failures", "retry_at",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, after: int | None = None, ref: Any = None, pending: bool = False) -> None:
         self.cursor = 0
         self.seen = 0
         self.catching_up = True
+        self.pending = pending
+        self.after = after
+        self.ref = ref
+        self.asked_at = time.time()
+        self.first_seen = 0
+        self.failed = False
+        self.failures = 0
+        self.retry_at = 0.0
 
 
 class Connection:
@@ -238,6 +255,10 @@ class Connection:
                 elif state.catching_up:
                     if seq > state.seen:
                         state.seen = seq
+                    if state.pending and not 0 < state.first_seen <= seq:
+                        state.first_seen = seq
+                    if state.failed:
+                        self._retry_locked(stream, state)
                 elif seq == state.cursor + 1:
                     state.cursor = seq
                     out.append(frame)
@@ -266,13 +287,20 @@ class Connection:
         """
         with self.lock:
             state = self.streams.get(stream)
-            if (
+            if state is not None and state.failed:
+                self._retry_locked(stream, state)
+            elif (
                 state is not None
                 and not state.catching_up
                 and head > state.cursor
                 and not self._out
             ):
                 self._start_catch_up_locked(stream, state, head)
+
+    def _retry_locked(self, stream: str, state: StreamState) -> None:
+        if time.monotonic() >= state.retry_at:
+            state.failed = False
+            self.push_command(("catch_up", stream))
 
     def _start_catch_up_locked(self, stream: str, state: StreamState, seen: int) -> None:
         state.seen = max(state.seen, seen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import threading
 import time
@@ -16,7 +17,9 @@ from typing import Any
 from flask import Flask, current_app, has_app_context, has_request_context
 from markupsafe import Markup
 from sqlalchemy import create_engine
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, scoped_session
 
 from . import settings as defaults
 from .admission import Admission, AdmissionLimits
@@ -28,7 +31,7 @@ from .connection import SIGNED_OUT, Connection, Identity, Limits
 from .hub import Hub
 from .local import LocalBroker, site_directory
 from .reactor import Reactor
-from .store import Event, EventStore, envelope
+from .store import Event, EventStore, envelope, site_identity
 
 log = logging.getLogger("tidings.realtime")
 
@@ -174,6 +177,12 @@ def default_identity() -> Identity | None:
 class RealtimeState:
     """Everything one app needs in one process; lives in ``app.extensions["realtime"]``."""
 
+    #: The process whose ``broker`` this is (a forked child makes its own).
+    _broker_pid = 0
+    _site_id: str | None = None
+    _ready_by = 0.0
+    _stopping: threading.Event | None = None
+
     def __init__(self, ext: Realtime, app: Flask, store: EventStore):
         self.ext = ext
         self.app = app
@@ -271,12 +280,42 @@ class RealtimeState:
             self.config["WORKERS"] = workers
             self.broker_kind = self._choose_broker_kind()
 
-    def publisher(self) -> Broker:
-        """This process's broker, for publishing only: no thread is started for it.
+    @property
+    def site_id(self) -> str:
+        """What tells this site's broker messages from another's: ``REALTIME_SITE_ID``, else
+        a hash of the durable log's database (the same for every process of the site)."""
+        if self._site_id is None:
+            configured = self.config.get("SITE_ID")
+            self._site_id = str(configured) if configured else site_identity(self.store.engine.url)
+        return self._site_id
 
-        A process that only publishes (a ``flask`` command, cron, an RQ or Celery worker, a
-        plain thread) stores its events and announces them, and never serves a socket.
+    @property
+    def channel(self) -> str:
+        """Redis channel / PostgreSQL NOTIFY channel: ``REALTIME_REDIS_CHANNEL``, else one of
+        this site's own, so sites sharing a Redis are apart without any setting."""
+        return str(self.config.get("REDIS_CHANNEL") or f"tidings-{self.site_id}")
+
+    def _make_broker(self) -> Broker:
+        if self.broker_kind == "redis":
+            return RedisBroker(self.config["REDIS_URL"], self.channel, self.site_id,
+                               float(self.config["BROKER_TIMEOUT"]))
+        if self.broker_kind == "postgres":
+            return PostgresBroker(self.store, self.channel, self.site_id)
+        if self.broker_kind == "database":
+            return DatabaseBroker(self.store, float(self.config["POLL_INTERVAL"]))
+        if self.broker_kind == "local":
+            return LocalBroker(self._local_directory())
+        return MemoryBroker()
+
+    def ensure_publishing(self) -> Broker:
+        """The broker, ready to send from this process: all a CLI command or job needs.
+
+        A process that serves (a request is running) or whose broker is the in-process one gets
+        everything (:meth:`ensure_started`); any other only sends, with no listener, reactor
+        or sweep of its own, like a write-only Socket.IO ``message_queue`` client.
         """
+        if self.broker_kind == "memory" or has_request_context():
+            self.ensure_started()
         pid = os.getpid()
         if self._broker_pid != pid:
             with self._start_lock:
@@ -285,17 +324,6 @@ class RealtimeState:
                     self._broker_pid = pid
         assert self.broker is not None
         return self.broker
-
-    def _make_broker(self) -> Broker:
-        if self.broker_kind == "redis":
-            return RedisBroker(self.config["REDIS_URL"], self.config["REDIS_CHANNEL"])
-        if self.broker_kind == "postgres":
-            return PostgresBroker(self.store, self.config["REDIS_CHANNEL"])
-        if self.broker_kind == "database":
-            return DatabaseBroker(self.store, float(self.config["POLL_INTERVAL"]))
-        if self.broker_kind == "local":
-            return LocalBroker(self._local_directory())  # type: ignore[return-value]
-        return MemoryBroker()
 
     def _local_directory(self) -> str:
         configured = self.config.get("LOCAL_DIR")
@@ -313,8 +341,11 @@ class RealtimeState:
     def ensure_started(self) -> None:
         """Serve sockets in this process: reactor, command pool, broker listener and sweep.
 
-        Started by the first handshake, or at once by the gunicorn hook. Publishing alone never
-        starts any of it (see :meth:`publisher`).
+        Started by the first handshake (or any request), or at once by the gunicorn hook.
+        Publishing from a command or job never starts any of it (see :meth:`ensure_publishing`).
+        A serving process waits (at most ``REALTIME_BROKER_READY_TIMEOUT``) for its broker to
+        connect before it goes on: until then an event published by another worker could not
+        reach it, and its first report would tell the cluster it is disconnected.
         """
         pid = os.getpid()
         if has_request_context():
@@ -323,7 +354,6 @@ class RealtimeState:
             self.cluster.serving = True
         if self._started_pid == pid:
             return
-        broker = self.publisher()
         with self._start_lock:
             if self._started_pid == pid:
                 return
@@ -331,10 +361,33 @@ class RealtimeState:
             self.hub = Hub()
             self.reactor = process_reactor()
             self.commands = CommandRunner(self.ext, self, int(self.config["COMMAND_THREADS"]))
-            broker.start(self._deliver, lambda: self.sweep(immediate=True))
+            if self._broker_pid != pid:
+                self.broker = self._make_broker()
+                self._broker_pid = pid
+            assert self.broker is not None
+            self.broker.start(self._deliver, lambda: self.sweep(immediate=True))
+            self._stopping = threading.Event()
             threading.Thread(target=self._sweep_forever, name="tidings-sweep", daemon=True).start()
+            if not self.broker.ready.wait(float(self.config["BROKER_READY_TIMEOUT"])):
+                log.warning("realtime broker %s not connected yet; serving anyway (the sweep "
+                            "delivers from the log until it is)", self.broker_kind)
             self._started_pid = pid
             self.cluster.start(pid)  # ops (issue 9): report this worker's figures to the others
+
+    def stop(self) -> None:
+        """Stop this process's broker, sweeper and cluster reports (tests, a finished job).
+
+        Open sockets are not touched: :func:`shutdown_all` closes those.
+        """
+        if self._stopping is not None:
+            self._stopping.set()
+        if self.broker is not None and self._broker_pid == os.getpid():
+            self.broker.stop()
+        self.cluster.stop()
+        if self.commands is not None:
+            self.commands.pool.shutdown(wait=False, cancel_futures=True)
+        self._started_pid = None
+        self._broker_pid = 0
 
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
         events = [
@@ -369,6 +422,8 @@ class RealtimeState:
         Pushes normally arrive well before the next sweep, so a connection is only nudged towards
         the heads seen one sweep *ago*: events still in flight (a burst being fanned out) are not
         read twice. After a broker outage (``immediate``) the current heads are used at once.
+        Every follower is nudged, head or not: a stream whose catch-up failed (a database
+        error) is retried from here, so no failure leaves a stream silent for good.
         """
         followed = self.hub.followed_streams()
         if not followed:
@@ -379,18 +434,46 @@ class RealtimeState:
         self._previous_heads = heads
         for name, conns in followed.items():
             head = target.get(name, 0)
-            if head:
-                for conn in conns:
-                    conn.nudge(name, head)
+            for conn in conns:
+                conn.nudge(name, head)
+
+    def prune(self) -> int:
+        """Apply the retention policy to the durable log once; returns the rows deleted."""
+        age = float(self.config["RETENTION_SECONDS"] or 0)
+        count = int(self.config["RETENTION_PER_STREAM"] or 0)
+        if not age and not count:
+            return 0
+        return self.store.prune(
+            age or None,
+            count or None,
+            batch=int(self.config["RETENTION_BATCH"]),
+            budget=float(self.config["RETENTION_BUDGET"]),
+        )
+
+    def publish_in(self, session: Any, stream: str, type_: str, data: Any) -> Event:
+        """``Realtime.publish(..., session=...)``: the event joins the session's transaction."""
+        return _publish_in(self, session, stream, type_, data)
 
     def _sweep_forever(self) -> None:
+        stopping = self._stopping
+        assert stopping is not None
         interval = float(self.config["SWEEP_INTERVAL"])
-        while True:
-            time.sleep(interval)
+        every = float(self.config["RETENTION_INTERVAL"])
+        # Workers prune at different moments: one of them at a time is plenty.
+        next_prune = time.monotonic() + random.uniform(0.2, 1.0) * every
+        while not stopping.wait(interval):
             try:
                 self.sweep()
             except Exception:
                 log.exception("realtime sweep failed")
+            if every > 0 and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + every
+                try:
+                    deleted = self.prune()
+                    if deleted:
+                        log.info("realtime retention pruned %d events", deleted)
+                except Exception:
+                    log.exception("realtime retention failed")
 
     # ------------------------------------------------------------------ figures
 
@@ -611,48 +694,72 @@ class Realtime:
             "`with app.app_context():` to say which."
         )
 
-    def publish(self, stream: str, type_: str, data: Any = None) -> Event:
+    def publish(
+        self, stream: str, type_: str, data: Any = None, *, session: Any = None
+    ) -> Event:
         """Store an event on ``stream`` and push it to every follower, in every worker.
 
         :param stream: e.g. ``"user:7"``, ``"broadcast"``, ``"role:admin"``, ``"room:3"``.
         :param type_: the event's ``type`` on the wire, e.g. ``"notification"``.
         :param data: anything JSON-serializable.
+        :param session: a SQLAlchemy session (``db.session``) whose transaction the event joins:
+            it is stored through the session's own connection, commits or rolls back with the
+            rows the caller wrote, and is pushed only after the commit. "Stored" then always
+            means "will be delivered" and a view needs no second pooled connection. Without
+            it the event commits at once, in a transaction of its own.
         :returns: the stored :class:`Event` (with its sequence number).
+        :raises PublishTimeout: the log stayed locked past ``REALTIME_PUBLISH_TIMEOUT``.
         """
         _check_event(stream, type_, data)
         state = self.state()
-        broker = state.publisher()
-        with state.store.writing() as lock:
-            event = state.store.append(stream, type_, data)
+        if session is not None:
+            return state.publish_in(session, stream, type_, data)
+        broker = state.ensure_publishing() if state.deliver_live else None
+        timeout = float(state.config["PUBLISH_TIMEOUT"])
+        state.store.lock_timeout = timeout
+        announced: list[bool] = []
+
+        def announce(conn: Any, event: Event) -> None:
+            if broker is not None:
+                announced.append(broker.announce_in(conn, event))
+
+        with state.store.writing(timeout) as lock:
+            event = state.store.append(stream, type_, data, announce=announce)
             lock.release_file()  # committed: other workers may write while this one pushes
-            if state.deliver_live:
-                broker.publish(
-                    {"k": "event", "stream": stream, "seq": event.seq, "payload": event.payload}
-                )
+            if broker is not None and not any(announced):
+                # Queued, never sent from here: a hung broker cannot hold a publisher up.
+                broker.publish(_event_message(event))
         return event
 
-    def notify(self, user: Any, type_: str, data: Any = None) -> Event:
+    def notify(self, user: Any, type_: str, data: Any = None, *, session: Any = None) -> Event:
         """Publish to one user's private stream (every tab, every worker).
 
         :param user: a user object (``get_id()`` or ``id``) or a user id.
+        :param session: as for :meth:`publish`.
         """
-        return self.publish(user_stream(user), type_, data)
+        return self.publish(user_stream(user), type_, data, session=session)
 
-    def broadcast(self, type_: str, data: Any = None, audience: Any = None) -> list[Event]:
+    def broadcast(
+        self, type_: str, data: Any = None, audience: Any = None, *, session: Any = None
+    ) -> list[Event]:
         """Publish to everyone (``audience=None``), a role (``{"role": "admin"}``) or chosen
-        users (``{"users": [...]}``)."""
+        users (``{"users": [...]}``); ``session`` as for :meth:`publish`."""
         if audience in (None, "all", "everyone"):
-            return [self.publish("broadcast", type_, data)]
+            return [self.publish("broadcast", type_, data, session=session)]
         if isinstance(audience, dict) and audience.get("role"):
-            return [self.publish(f"role:{audience['role']}", type_, data)]
+            return [self.publish(f"role:{audience['role']}", type_, data, session=session)]
         if isinstance(audience, dict) and "users" in audience:
-            return [self.notify(user, type_, data) for user in _unique(audience["users"])]
+            return [
+                self.notify(user, type_, data, session=session)
+                for user in _unique(audience["users"])
+            ]
         raise ValueError("audience is None, {'role': name} or {'users': [...]}")
 
     def emit(self, stream: str, type_: str, data: Any = None) -> None:
         """Push an ephemeral event (typing, presence): not stored, not replayed."""
         _check_event(stream, type_, data)
-        self.state().publisher().publish(
+        broker = self.state().ensure_publishing()
+        broker.publish(
             {
                 "k": "event",
                 "stream": stream,
@@ -665,15 +772,18 @@ class Realtime:
         self, user: Any, code: int = SIGNED_OUT, reason: str = "signed out"
     ) -> None:
         """Close every socket of ``user`` in every worker (logout, deactivation)."""
-        self.state().publisher().publish(
-            {
-                "k": "control",
-                "op": "disconnect_user",
-                "user": _user_id(user),
-                "code": code,
-                "reason": reason,
-            }
-        )
+        state = self.state()
+        broker = state.ensure_publishing()
+        message = {
+            "k": "control",
+            "op": "disconnect_user",
+            "user": _user_id(user),
+            "code": code,
+            "reason": reason,
+        }
+        # This worker's sockets close now, whatever the broker does; the echo is harmless.
+        state._control(dict(message))
+        broker.publish(message)
 
     def create_tables(self) -> None:
         """Create the event log's tables where missing (a site's ``init-db``); with Alembic,
@@ -708,6 +818,81 @@ class Realtime:
         in an app context (periodic chores: presence, dashboards)."""
         self._tick_hooks.append(fn)
         return fn
+
+
+def _event_message(event: Event) -> dict[str, Any]:
+    return {"k": "event", "stream": event.stream, "seq": event.seq, "payload": event.payload}
+
+
+#: ``session.info`` key: events stored in the session's transaction, waiting for its commit.
+_PENDING = "tidings_pending"
+
+
+def _publish_in(state: RealtimeState, session: Any, stream: str, type_: str, data: Any) -> Event:
+    real: Session = session() if isinstance(session, scoped_session) else session
+    connection = real.connection()
+    ours, theirs = state.store.engine.url, connection.engine.url
+    if ours.render_as_string() != theirs.render_as_string():
+        raise RuntimeError(
+            "publish(session=...) stores the event in the session's transaction, so the "
+            f"durable log must be in the session's database; it is in {ours!r}, the session "
+            f"uses {theirs!r} (REALTIME_DATABASE_URL)."
+        )
+    broker = state.ensure_publishing() if state.deliver_live else None
+    state.store.lock_timeout = float(state.config["PUBLISH_TIMEOUT"])
+    announced: list[bool] = []
+
+    def announce(conn: Any, event: Event) -> None:
+        if broker is not None:
+            announced.append(broker.announce_in(conn, event))
+
+    # No publish lock here: the caller's transaction holds SQLite's one write lock from its
+    # first write until its commit, which already puts publishers in line, and taking our lock
+    # after it (while a publisher without a session holds ours and waits for SQLite's) would
+    # only deadlock the two until a timeout.
+    event = state.store.append(stream, type_, data, connection=connection, announce=announce)
+    if broker is not None and not any(announced):
+        transaction = real.get_nested_transaction() or real.get_transaction()
+        _pending(real).append((transaction, broker, _event_message(event)))
+    return event
+
+
+def _pending(session: Session) -> list[tuple[Any, Broker, dict[str, Any]]]:
+    pending = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+        sa_event.listen(session, "after_commit", _after_commit)
+        sa_event.listen(session, "after_soft_rollback", _after_soft_rollback)
+        sa_event.listen(session, "after_transaction_end", _after_transaction_end)
+    return pending
+
+
+def _after_commit(session: Session) -> None:
+    pending = session.info.get(_PENDING) or []
+    waiting, pending[:] = list(pending), []
+    for _, broker, message in waiting:
+        broker.publish(message)  # queued: never raises into the caller's commit
+
+
+def _after_soft_rollback(session: Session, previous: Any) -> None:
+    # A rolled-back savepoint takes its events with it; the rest of the transaction stands.
+    pending = session.info.get(_PENDING) or []
+    pending[:] = [entry for entry in pending if not _within(entry[0], previous)]
+
+
+def _after_transaction_end(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the whole transaction is over; committed ones are gone
+        pending = session.info.get(_PENDING)
+        if pending:
+            pending.clear()
+
+
+def _within(transaction: Any, ancestor: Any) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def _unique(users: Iterable[Any]) -> list[Any]:

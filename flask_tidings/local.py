@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .brokers import Broker
+
 log = logging.getLogger("tidings.realtime")
 
 #: Largest message sent whole; larger ones become a "resync" notice (the receiver reads the log).
@@ -119,7 +121,7 @@ def _unlink(path: str) -> None:
         pass
 
 
-class LocalBroker:
+class LocalBroker(Broker):
     """Every process of the site on one host: an in-process queue for this process's own events
     (drained by a dispatcher thread, so publishers never touch sockets) plus datagrams to the
     other processes. Processes that only publish start no thread at all."""
@@ -127,8 +129,9 @@ class LocalBroker:
     name = "local"
 
     def __init__(self, directory: str):
+        super().__init__()
         self.wake = LocalWake(directory)
-        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._started = False
         self._resync: Callable[[], None] = lambda: None
 
@@ -137,12 +140,19 @@ class LocalBroker:
 
         def run() -> None:
             while True:
-                batch = [self._queue.get()]
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
                 while len(batch) < BATCH:
                     try:
-                        batch.append(self._queue.get_nowait())
+                        item = self._queue.get_nowait()
                     except queue.Empty:
                         break
+                    if item is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(item)
                 try:
                     deliver(batch)
                 except Exception:
@@ -151,6 +161,7 @@ class LocalBroker:
         threading.Thread(target=run, name="tidings-dispatch", daemon=True).start()
         self.wake.listen(self._received)
         self._started = True
+        self.ready.set()
 
     def _received(self, body: bytes) -> None:
         message = json.loads(body)
@@ -163,6 +174,10 @@ class LocalBroker:
         if self._started:
             self._queue.put(message)
         self.wake.send(json.dumps(message, separators=(",", ":")).encode())
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self.wake.close()
 
     def state(self) -> dict[str, Any]:
         return {

@@ -12,8 +12,9 @@ ALLOWED_ORIGINS: list[str] = []
 BROKER = "auto"
 #: Redis URL for fan-out between workers and hosts; falls back to the site's ``REDIS_URL``.
 REDIS_URL: str | None = None
-#: Channel for Redis pub/sub and PostgreSQL NOTIFY, so several sites can share one server.
-REDIS_CHANNEL = "tidings"
+#: Channel for Redis pub/sub and PostgreSQL NOTIFY. Unset: ``tidings-<site id>``, a channel of
+#: this site's own (see SITE_ID), so sites sharing one Redis never hear each other.
+REDIS_CHANNEL: str | None = None
 #: How many gunicorn workers share this site; the config reads ``WEB_CONCURRENCY``.
 WORKERS = 1
 #: Sockets one worker holds at most (admission control: past it, 503 + Retry-After). A socket
@@ -69,3 +70,27 @@ CLUSTER_INTERVAL = 1.0
 DATABASE_URL: str | None = None
 #: Folder of the "local" broker's sockets (one folder per database inside); the temp dir if unset.
 LOCAL_DIR: str | None = None
+#: Stamped on every message this site sends through a shared broker; messages with another id
+#: are ignored. Unset: a hash of the durable log's database (its URL without the password and
+#: driver, a SQLite path made absolute), the same in every process of the site. Set it when the
+#: processes of one site reach the same database by different URLs.
+SITE_ID: str | None = None
+#: Seconds a publisher waits for the log (SQLite's publish lock, a PostgreSQL row lock) before
+#: it gives up with ``PublishTimeout``; nothing is stored then.
+PUBLISH_TIMEOUT = 5.0
+#: Seconds a broker's socket may wait on Redis; a publisher never waits on it (messages leave
+#: from a queue), only the sending and listening threads do.
+BROKER_TIMEOUT = 5.0
+#: Seconds a worker waits for its broker to connect before serving its first socket anyway.
+BROKER_READY_TIMEOUT = 5.0
+#: Seconds events are kept in the durable log (0: for ever). A client resuming from before
+#: what is kept gets a ``reset`` for that stream (docs/protocol.md).
+RETENTION_SECONDS = 7 * 24 * 3600
+#: Newest events kept per stream (0: no limit), so one busy stream cannot fill the database.
+RETENTION_PER_STREAM = 10000
+#: Seconds between retention passes (each worker's sweep thread runs them).
+RETENTION_INTERVAL = 60.0
+#: Rows deleted per transaction when pruning, so publishers never wait long behind it ...
+RETENTION_BATCH = 2000
+#: ... and seconds of pruning per pass at most; the rest waits for the next pass.
+RETENTION_BUDGET = 1.0

@@ -9,6 +9,7 @@ always already readable here: that is what makes resume and catch-up exact.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -29,10 +30,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     delete,
+    func,
     select,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 metadata = MetaData()
 
@@ -67,6 +70,14 @@ _NEXT_SEQ = text(
 )
 
 
+class PublishTimeout(TimeoutError):
+    """A publisher waited longer than ``REALTIME_PUBLISH_TIMEOUT`` for the log.
+
+    Raised instead of waiting forever on a lock another publisher (or a stuck transaction)
+    holds: the caller gets a clear error it can answer with 503, and nothing was stored.
+    """
+
+
 @dataclass(frozen=True)
 class Event:
     """One stored event: ``payload`` is the exact JSON text every client receives."""
@@ -80,14 +91,29 @@ class Event:
 
 def envelope(stream: str, seq: int | None, type_: str, data: object) -> str:
     """Serialize the wire envelope once; every recipient gets these same bytes."""
-    body = {"type": type_, "stream": stream, "data": data, "ts": round(time.time(), 6)}
+    return _assemble(stream, seq, type_, _dumps(data))
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _assemble(stream: str, seq: int | None, type_: str, data_json: str) -> str:
+    # The same text json.dumps gives for {"type", "stream", "data", "ts"[, "id"]}, built from
+    # data serialized beforehand: a publisher learns that its data is not JSON before it takes
+    # a sequence number, which in a caller's transaction could not be given back.
+    head = f'{{"type":{_dumps(type_)},"stream":{_dumps(stream)},"data":{data_json},'
+    tail = f'"ts":{_dumps(round(time.time(), 6))}'
     if seq is not None:
-        body["id"] = seq
-    return json.dumps(body, separators=(",", ":"))
+        tail += f',"id":{int(seq)}'
+    return head + tail + "}"
 
 
 class NoWriterLock(nullcontext):
-    """PostgreSQL: concurrent writers are fine (it locks per stream row)."""
+    """PostgreSQL: concurrent writers are fine (it locks per stream row, with a lock_timeout)."""
+
+    def __call__(self, timeout: float | None) -> NoWriterLock:
+        return self
 
     def __enter__(self) -> NoWriterLock:
         return self
@@ -123,17 +149,48 @@ class SqliteWriter:
             self._pid = os.getpid()
         return self._fd
 
+    def __call__(self, timeout: float | None) -> _Holding:
+        """``with writer(5.0) as lock:`` waits at most 5 s for the locks (``None``: for ever)."""
+        return _Holding(self, timeout)
+
     def __enter__(self) -> SqliteWriter:
-        self._thread_lock.acquire()
+        self.acquire(None)
+        return self
+
+    def acquire(self, timeout: float | None) -> None:
+        """Take the thread lock, then the file lock; :class:`PublishTimeout` past ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._thread_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise PublishTimeout(
+                f"another publisher of this process held the publish lock for {timeout:g}s"
+            )
         try:
             fd = self._descriptor()
             if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._lock_file(fd, deadline, timeout)
                 self._file_held = True
         except BaseException:
             self._thread_lock.release()
             raise
-        return self
+
+    def _lock_file(self, fd: int, deadline: float | None, timeout: float | None) -> None:
+        if deadline is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        # flock cannot time out, so poll: briefly at first (a handover between two publishers
+        # takes well under a millisecond), then at most every 5 ms.
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PublishTimeout(
+                        f"another process held the publish lock {self._path} for {timeout:g}s"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.005)
 
     def release_file(self) -> None:
         """Let the other workers write; this process's publishers still wait for the thread lock."""
@@ -142,11 +199,34 @@ class SqliteWriter:
             if self._fd is not None and self._pid == os.getpid():
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         try:
             self.release_file()
         finally:
             self._thread_lock.release()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Holding:
+    """One publisher's turn with a :class:`SqliteWriter`, with its own timeout."""
+
+    __slots__ = ("_writer", "_timeout")
+
+    def __init__(self, writer: SqliteWriter, timeout: float | None):
+        self._writer = writer
+        self._timeout = timeout
+
+    def __enter__(self) -> _Holding:
+        self._writer.acquire(self._timeout)
+        return self
+
+    def release_file(self) -> None:
+        self._writer.release_file()
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer.release()
 
 
 class EventStore:
@@ -156,9 +236,11 @@ class EventStore:
         self._engine_factory = engine_factory
         self._engine: Engine | None = None
         self._writer: SqliteWriter | NoWriterLock | None = None
+        #: Seconds a PostgreSQL append waits for a stream's row lock (``lock_timeout``).
+        self.lock_timeout = 5.0
         self._writer_created = threading.Lock()
 
-    def writing(self) -> SqliteWriter | NoWriterLock:
+    def writing(self, timeout: float | None = None) -> _Holding | NoWriterLock:
         """Held by a publisher around "append, then push": one writer at a time on SQLite.
 
         SQLite takes one writer at a time anyway; writers that collide wait in its busy handler,
@@ -166,8 +248,8 @@ class EventStore:
         ~1,500 events/s fell to ~150 in one worker and ~100 across two). Queueing on a lock
         instead costs nothing, and the pushes leave in sequence order, so followers never see a
         gap that only needs time. PostgreSQL locks per stream row and takes concurrent writers
-        as they come. Use as ``with store.writing() as lock: append ...; lock.release_file();
-        push ...``.
+        as they come. Use as ``with store.writing(timeout) as lock: append ...;
+        lock.release_file(); push ...``; past ``timeout`` seconds :class:`PublishTimeout`.
         """
         if self._writer is None:  # decided once, on the first publish
             with self._writer_created:
@@ -176,7 +258,7 @@ class EventStore:
                         self._writer = SqliteWriter(self.engine.url.database or "")
                     else:
                         self._writer = NoWriterLock()
-        return self._writer
+        return self._writer if timeout is None else self._writer(timeout)
 
     @property
     def engine(self) -> Engine:
@@ -187,16 +269,76 @@ class EventStore:
     def create_tables(self) -> None:
         metadata.create_all(self.engine, checkfirst=True)
 
-    def append(self, stream: str, type_: str, data: object) -> Event:
+    def append(
+        self,
+        stream: str,
+        type_: str,
+        data: object,
+        connection: Connection | None = None,
+        announce: Callable[[Connection, Event], None] | None = None,
+    ) -> Event:
+        """Number and store one event, in a transaction of its own or in ``connection``'s.
+
+        :param connection: a connection inside the caller's transaction (a request's session):
+            the event then commits, or rolls back, with the caller's own rows.
+        :param announce: called with the connection and the event before the commit, for a
+            broker that announces inside the transaction (PostgreSQL NOTIFY).
+        :raises PublishTimeout: PostgreSQL kept the stream's counter row locked past
+            :attr:`lock_timeout` (another transaction that appended to it is still open).
+        """
+        if connection is not None:
+            return self._append_on(connection, stream, type_, data, announce, local=False)
         with self.engine.begin() as conn:
+            return self._append_on(conn, stream, type_, data, announce, local=True)
+
+    def _append_on(
+        self,
+        conn: Connection,
+        stream: str,
+        type_: str,
+        data: object,
+        announce: Callable[[Connection, Event], None] | None,
+        local: bool,
+    ) -> Event:
+        data_json = _dumps(data)  # before any statement: data that is not JSON costs nothing
+        postgres = conn.dialect.name == "postgresql"
+        previous = None
+        if postgres:
+            # Never wait for ever on a stream whose counter row another transaction holds. In
+            # our own transaction SET LOCAL is enough; in the caller's, the caller's setting is
+            # put back afterwards so the rest of its transaction is unchanged.
+            timeout = f"{max(1, int(self.lock_timeout * 1000))}ms"
+            if local:
+                conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": timeout})
+            else:
+                previous = conn.execute(
+                    text(
+                        "SELECT current_setting('lock_timeout'), "
+                        "set_config('lock_timeout', :t, true)"
+                    ),
+                    {"t": timeout},
+                ).scalar()
+        try:
             seq = conn.execute(_NEXT_SEQ, {"name": stream}).scalar_one()
-            payload = envelope(stream, seq, type_, data)
-            row_id = conn.execute(
-                events.insert().values(
-                    stream=stream, seq=seq, type=type_, payload=payload, created_at=time.time()
-                )
-            ).inserted_primary_key[0]
-        return Event(stream, seq, type_, payload, row_id)
+        except OperationalError as exc:
+            if postgres and getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+                raise PublishTimeout(
+                    f"stream {stream!r} stayed locked by another transaction for "
+                    f"{self.lock_timeout:g}s"
+                ) from exc
+            raise
+        payload = _assemble(stream, seq, type_, data_json)
+        row_id = conn.execute(
+            events.insert().values(
+                stream=stream, seq=seq, type=type_, payload=payload, created_at=time.time()
+            )
+        ).inserted_primary_key[0]
+        if previous is not None:
+            conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": previous})
+        event = Event(stream, seq, type_, payload, row_id)
+        if announce is not None:
+            announce(conn, event)
+        return event
 
     def append_raw(self, stream: str, payload: str) -> None:
         """Store an unsequenced row (ephemeral event or control message) for log-tailing brokers."""
@@ -217,6 +359,24 @@ class EventStore:
                 select(streams.c.last_seq).where(streams.c.name == stream)
             ).scalar()
         return int(value or 0)
+
+    def seq_at(self, stream: str, when: float) -> int:
+        """Where ``stream`` stood at ``when`` (a time.time()): its last event stored by then.
+
+        For a subscription "from the head" whose head could not be read at the time: it starts
+        where the stream stood when the client asked. Events pruned since count as before.
+        """
+        with self.engine.connect() as conn:
+            stored = events.c.stream == stream
+            before = conn.execute(
+                select(func.max(events.c.seq)).where(stored, events.c.created_at <= when)
+            ).scalar()
+            if before is not None:
+                return int(before)
+            after = conn.execute(
+                select(func.min(events.c.seq)).where(stored, events.c.seq.is_not(None))
+            ).scalar()
+        return int(after) - 1 if after is not None else self.head(stream)
 
     def heads(self, names: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -263,8 +423,82 @@ class EventStore:
                 or 0
             )
 
+    def prune(
+        self,
+        max_age: float | None,
+        per_stream: int | None,
+        batch: int = 2000,
+        budget: float = 1.0,
+        now: float | None = None,
+    ) -> int:
+        """Delete events past the retention policy, a bounded batch per transaction.
+
+        :param max_age: seconds an event is kept (``None``: no age limit).
+        :param per_stream: events kept per stream, the newest (``None``: no count limit).
+        :param batch: rows deleted per transaction, so no publisher waits long behind us.
+        :param budget: seconds of work at most; the rest waits for the next call.
+        :returns: rows deleted.
+
+        A client that resumes from before what is left is told so (``reset``): see
+        ``commands.catch_up``. Stream heads (``realtime_streams``) are never deleted, so event
+        numbers are never reused.
+        """
+        deadline = time.monotonic() + budget
+        now = time.time() if now is None else now
+        deleted = 0
+
+        def delete_batch(condition: object) -> int:
+            chosen = select(events.c.id).where(condition).limit(batch)
+            with self.writing(min(5.0, max(0.1, budget))):
+                with self.engine.begin() as conn:
+                    return conn.execute(delete(events).where(events.c.id.in_(chosen))).rowcount
+
+        if max_age is not None:
+            cutoff = now - max_age
+            while time.monotonic() < deadline:
+                count = delete_batch(events.c.created_at < cutoff)
+                deleted += count
+                if count < batch:
+                    break
+        if per_stream is not None and time.monotonic() < deadline:
+            with self.engine.connect() as conn:
+                long_streams = conn.execute(
+                    select(streams.c.name, streams.c.last_seq).where(
+                        streams.c.last_seq > per_stream
+                    )
+                ).all()
+            for name, last_seq in long_streams:
+                cut = int(last_seq) - per_stream
+                while time.monotonic() < deadline:
+                    count = delete_batch((events.c.stream == name) & (events.c.seq <= cut))
+                    deleted += count
+                    if count < batch:
+                        break
+                if time.monotonic() >= deadline:
+                    break
+        return deleted
+
     def prune_ephemeral(self, older_than: float) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 delete(events).where(events.c.seq.is_(None), events.c.created_at < older_than)
             )
+
+
+def site_identity(url: URL) -> str:
+    """A short id for the database behind ``url``: the same for every process of one site.
+
+    The password and the driver are left out (a CLI may use another driver than the workers),
+    and a SQLite path is made absolute, so two processes that reach one database agree. Two
+    sites on two databases never do, which is what keeps their broker traffic apart.
+    """
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            database = os.path.realpath(database)
+        key = f"sqlite:{database}"
+    else:
+        host = (url.host or "").lower()
+        key = f"{backend}://{url.username or ''}@{host}:{url.port or ''}/{url.database or ''}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -4,6 +4,11 @@
  * - Reconnects with capped exponential backoff and full jitter (0.5 s to 20 s).
  * - Calls a connection stale after 2.5 heartbeats of silence and reopens it.
  * - Resumes every stream from the last event id it saw, so nothing is missed or shown twice.
+ * - Retries a subscribe the server could not serve just then ("unavailable", "server_error")
+ *   with capped, jittered backoff, until the stream is live again.
+ * - On {"type": "reset"} (the server no longer holds the events after our cursor) emits a
+ *   "reset" event; with no handler registered for it, reloads the page, which renders the
+ *   current state and fresh cursors.
  * - Reopens at once when the tab becomes visible or the network comes back.
  * - Keeps the header's #rt-status indicator honest.
  *
@@ -15,6 +20,8 @@
 
   var MIN_DELAY = 500;
   var MAX_DELAY = 20000;
+  // Subscribe errors worth another try: the server says it keeps trying too.
+  var RETRYABLE = { unavailable: true, server_error: true };
 
   var LABELS = {
     connecting: "connecting…",
@@ -42,6 +49,9 @@
     this.state = "offline";
     this.statusEl = document.getElementById("rt-status");
     this.followed = {};         // streams the server confirmed on this socket
+    this.subscribing = {};      // ref of a subscribe in flight -> stream
+    this.retries = {};          // stream -> failed subscribes in a row
+    this.retryTimers = {};      // stream -> timer of the next subscribe
     this.welcomed = false;
     var self = this;
     document.addEventListener("visibilitychange", function () {
@@ -97,6 +107,7 @@
     this.ws = ws;
     this.welcomed = false;      // the welcome of *this* socket, not of an earlier one
     this.followed = {};
+    this.clearRetries();
     ws.onopen = function () { opened = true; self.touch(); };
     ws.onmessage = function (e) {
       self.touch();
@@ -179,6 +190,8 @@
       return;
     }
     if (type === "hb" || type === "pong") return;
+    if (type === "error" && this.subscribeFailed(message)) return;
+    if (type === "reset") { this.reset(message); return; }
     if (type === "reply" || (type === "error" && message.ref != null && this.pending[message.ref])) {
       var waiter = this.pending[message.ref];
       if (waiter) {
@@ -188,6 +201,10 @@
       return;
     }
     if (type === "subscribed") {
+      if (message.ref != null) delete this.subscribing[message.ref];
+      clearTimeout(this.retryTimers[message.stream]);
+      delete this.retryTimers[message.stream];
+      delete this.retries[message.stream];
       this.followed[message.stream] = true;
       if (this.cursors[message.stream] == null) this.cursors[message.stream] = message.after;
       this.emit("subscribed", message);
@@ -205,9 +222,68 @@
 
   Realtime.prototype.subscribe = function (stream) {
     var after = this.cursors[stream];
-    var message = { type: "subscribe", stream: stream };
+    var ref = "s" + this.nextRef++;
+    var message = { type: "subscribe", stream: stream, ref: ref };
     if (after != null) message.after = after;
-    this.raw(message);
+    if (this.raw(message)) this.subscribing[ref] = stream;
+  };
+
+  /* A stream this page wants on the current socket (a default one, or one it follows). */
+  Realtime.prototype.wants = function (stream) {
+    if (this.extra[stream]) return true;
+    return !!(this.welcome && this.welcome.streams.indexOf(stream) >= 0);
+  };
+
+  /* An error for one of our subscribes (by its ref), or the server saying that a stream we
+     follow is delayed: try that subscribe again later. True when the error was about that. */
+  Realtime.prototype.subscribeFailed = function (message) {
+    var stream = null;
+    if (message.ref != null && this.subscribing[message.ref] != null) {
+      stream = this.subscribing[message.ref];
+      delete this.subscribing[message.ref];
+    } else if (message.ref == null && message.code === "unavailable" && message.stream) {
+      stream = message.stream;
+    }
+    if (stream == null || !this.wants(stream)) return false;
+    this.emit("error", message);
+    if (!RETRYABLE[message.code]) return true;
+    var tries = (this.retries[stream] || 0) + 1;
+    this.retries[stream] = tries;
+    var cap = Math.min(MAX_DELAY, MIN_DELAY * Math.pow(2, tries - 1));
+    var delay = cap / 2 + Math.random() * cap / 2;   // jitter, but never at once
+    var self = this, ws = this.ws;
+    clearTimeout(this.retryTimers[stream]);
+    this.retryTimers[stream] = setTimeout(function () {
+      delete self.retryTimers[stream];
+      // A new socket subscribes everything anyway; an unfollowed stream stays unfollowed.
+      if (self.ws === ws && self.wants(stream)) self.subscribe(stream);
+    }, delay);
+    return true;
+  };
+
+  Realtime.prototype.clearRetries = function () {
+    var timers = this.retryTimers;
+    Object.keys(timers).forEach(function (stream) { clearTimeout(timers[stream]); });
+    this.retryTimers = {};
+    this.retries = {};
+    this.subscribing = {};
+  };
+
+  /* The server no longer holds the events after our cursor for message.stream: what the page
+     shows may be missing some. Pages that can refresh that part themselves handle "reset";
+     otherwise the page is reloaded. Either way the stream goes on from message.head. */
+  Realtime.prototype.reset = function (message) {
+    if (message.stream) this.cursors[message.stream] = message.head;
+    if ((this.handlers.reset || []).length) {
+      this.emit("reset", message);
+    } else {
+      this.reload();
+    }
+  };
+
+  Realtime.prototype.reload = function () {
+    this.stopped = true;
+    window.location.reload();
   };
 
   /* Follow another stream (a chat room); survives reconnects. */
@@ -220,6 +296,8 @@
   Realtime.prototype.unfollow = function (stream) {
     delete this.extra[stream];
     delete this.followed[stream];
+    clearTimeout(this.retryTimers[stream]);
+    delete this.retryTimers[stream];
     this.raw({ type: "unsubscribe", stream: stream });
   };
 

@@ -122,6 +122,7 @@ def start_live_server(
     workers: int = 1,
     threads: int | None = None,
     env: dict[str, str] | None = None,
+    app: str = "wsgi:app",
 ) -> LiveServer:
     """Start gunicorn with ``gunicorn.conf.py`` on a free port and wait until ``/healthz`` answers.
 
@@ -129,6 +130,7 @@ def start_live_server(
     :param workers: gunicorn worker processes (``TIDINGS_WORKERS``).
     :param threads: threads per worker (``TIDINGS_THREADS``); gunicorn.conf.py's default if None.
     :param env: extra environment, e.g. ``{"REDIS_URL": ...}``; may override ``DATABASE_URL``.
+    :param app: the WSGI app gunicorn serves (a test may serve the site plus a route of its own).
     """
     directory.mkdir(parents=True, exist_ok=True)
     base_env = {
@@ -158,7 +160,7 @@ def start_live_server(
         log = directory / f"gunicorn-{port}.log"
         with log.open("wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", app],
                 cwd=ROOT,
                 env=run_env,
                 stdout=log_file,

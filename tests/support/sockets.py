@@ -10,6 +10,7 @@ import re
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -223,7 +224,24 @@ def publisher(server: LiveServer) -> Realtime:
         app.config["REALTIME_REDIS_CHANNEL"] = server.env["REALTIME_REDIS_CHANNEL"]
     realtime = Realtime()
     realtime.init_app(app)
+    _stop_with(server, realtime.state().stop)
     return realtime
+
+
+def _stop_with(server: LiveServer, stop: Callable[[], None]) -> None:
+    """Run ``stop`` when the server is stopped: a publisher's threads end with its test, before
+    the test drops the database they would otherwise keep trying to reach."""
+    stops: list[Callable[[], None]] = server.__dict__.setdefault("_publisher_stops", [])
+    if not stops:
+        stop_server = server.stop
+
+        def stop_all(*args: Any, **kwargs: Any) -> None:
+            while stops:
+                stops.pop()()
+            stop_server(*args, **kwargs)
+
+        server.stop = stop_all  # type: ignore[method-assign]
+    stops.append(stop)
 
 
 def health(server: LiveServer) -> dict[str, Any]:
