@@ -8,7 +8,7 @@ PORT   ?= 8000
 
 export FLASK_APP := wsgi:app
 
-.PHONY: venv run test bench
+.PHONY: venv run test bench screenshots
 
 venv: $(VENV)/.installed
 
@@ -32,3 +32,8 @@ test: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+# The pictures in docs/ (main pages, desktop and phone); tests never write them.
+screenshots: venv
+	scripts/browser-deps.sh
+	$(BIN)/python scripts/screenshots.py

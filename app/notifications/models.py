@@ -22,7 +22,8 @@ AUDIENCES = ("all", "role", "users")
 
 
 def naive_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes (stored as UTC), PostgreSQL aware ones: compare as naive UTC."""
+    """SQLite hands back naive datetimes (stored as UTC), PostgreSQL aware ones: compare as naive
+    UTC."""
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 

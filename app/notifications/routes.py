@@ -120,8 +120,10 @@ def preferences():
         )
         flash("Preferences saved.", "success")
         return redirect(url_for("notifications.preferences"))
-    return render_template("notifications/preferences.html",
-                           prefs=service.preferences(current_user), labels=KIND_LABELS)
+    # Announcements never toast (their banner is their one surface): nothing to choose there.
+    prefs = {kind: on for kind, on in service.preferences(current_user).items()
+             if kind != "announcement"}
+    return render_template("notifications/preferences.html", prefs=prefs, labels=KIND_LABELS)
 
 
 @bp.post("/announcements/<int:announcement_id>/dismiss")

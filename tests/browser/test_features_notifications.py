@@ -352,6 +352,8 @@ def test_the_bell_menu_fits_a_phone_and_my_pages_never_scroll_sideways(browsing,
     edit = admin.locator("#announcement-history tbody tr").first.get_by_role(
         "link", name=re.compile("^Edit"))
     edit.click()
+    admin.wait_for_url(re.compile(r"/edit$"))
+    expect(admin.get_by_role("heading", name="Edit announcement")).to_be_visible()
     assert no_sideways_scroll(admin) == 0
     end_everything(server)
 
@@ -380,7 +382,9 @@ def test_offline_is_said_calmly_on_screen_and_to_screen_readers(browsing, server
         window.__refuse = true;
         const rt = TidingsRealtime;
         rt.__connect = rt.connect;
-        rt.connect = function () { if (!window.__refuse) rt.__connect(); else rt.scheduleReconnect(); };
+        rt.connect = function () {
+            if (!window.__refuse) rt.__connect(); else rt.scheduleReconnect();
+        };
         rt.ws.close();
     }""")
     expect(notice).to_contain_text("Reconnecting…")

@@ -411,3 +411,17 @@ def test_the_dashboard_lists_history_not_the_live_banners(app, client, auth):
     card = home.split('id="dashboard-announcements"', 1)[1].split("</ul>", 1)[0]
     assert "Old news" in card and "Happening now" not in card
     assert "Happening now" in banner_area(home)
+
+
+def test_the_history_figures_are_there_for_the_admin_page_to_resync(app, client, auth):
+    with app.app_context():
+        a = announcements.publish(user("boss"), "Counted")
+        announcements.record_seen(user("alice"), a.id)
+        announcements.dismiss(user("alice"), a.id)
+    auth.login("boss", "boss-password-1")
+    [figures] = client.get("/admin/announcements/figures").get_json()["announcements"]
+    assert figures == {"id": a.id, "recipients": 2, "live_reached": 1, "dismissed": 1,
+                       "status": "live"}
+    auth.logout()
+    auth.login()
+    assert client.get("/admin/announcements/figures").status_code == 403

@@ -116,7 +116,8 @@ def test_nobody_can_mark_or_see_another_users_notification(app, client, auth):
         theirs = service.create_notification(user("boss"), "system", "Boss only").id
     auth.login()  # as alice
     token = csrf_token_from(client.get("/").get_data(as_text=True))
-    assert client.post(f"/notifications/{theirs}/read", data={"csrf_token": token}).status_code == 404
+    response = client.post(f"/notifications/{theirs}/read", data={"csrf_token": token})
+    assert response.status_code == 404
     assert "Boss only" not in client.get("/notifications").get_data(as_text=True)
     with app.app_context():
         assert db.session.get(Notification, theirs).read_at is None
@@ -169,7 +170,8 @@ def test_preferences_choose_which_kinds_pop_up_live(app, client, auth):
     auth.login()
     page = client.get("/notifications/preferences")
     assert page.status_code == 200
-    assert 'data-toast-kinds="welcome mention dm announcement system"' in page.get_data(as_text=True)
+    kinds = 'data-toast-kinds="welcome mention dm announcement system"'
+    assert kinds in page.get_data(as_text=True)
     token = csrf_token_from(page.get_data(as_text=True))
     response = client.post("/notifications/preferences", data={
         "csrf_token": token, "toast_mention": "on", "toast_system": "on"}, follow_redirects=True)

@@ -136,7 +136,10 @@ def test_an_announcement_to_users_reaches_alice_and_bob_but_not_the_admin(server
         assert gone["type"] == "announcement.dismissed"
         assert gone["data"] == {"id": announcement_id}
         page = alice_http.get(server.url + "/", timeout=10).text
-        assert "Coffee in the lobby" not in page
+        banners = page.split('id="announcement-banners"', 1)[1].split("<main", 1)[0]
+        assert "Coffee in the lobby" not in banners
+        # It moved to the dashboard's history of earlier announcements.
+        assert "Coffee in the lobby" in page.split('id="dashboard-announcements"', 1)[1]
         assert "Coffee in the lobby" in live_login(server, "bob", "bob-demo-pass").get(
             server.url + "/", timeout=10).text
     finally:
@@ -219,3 +222,36 @@ def test_users_cannot_announce_by_page_or_socket(server):
     finally:
         tab.close()
     assert "I am the admin now" not in http.get(server.url + "/", timeout=10).text
+
+
+def test_repeating_mark_read_and_dismiss_over_sockets_stores_nothing_more(server, site):
+    """Issue 14: four sockets sending mark_read at the allowed rate filled the durable log.
+    Only a real change is published now; 20-digit ids are refused without a 500."""
+    http = live_login(server, "alice", "alice-demo-pass")
+    tabs = [Client(server, http) for _ in range(4)]
+    try:
+        reply, _ = command(tabs[0], "notifications.mark_read", {"all": True}, "clean slate")
+        assert reply["type"] == "reply"
+        mine = notify(site, "alice", "Read me once")
+        stream = tabs[0].own_stream
+        with site.app_context():
+            store = site.extensions["realtime"].store
+            before = store.head(stream)
+        for round_ in range(5):
+            for n, tab in enumerate(tabs):
+                reply, _ = command(tab, "notifications.mark_read", {"ids": [mine]},
+                                   f"r{round_}-{n}")
+                assert reply["type"] == "reply"
+                reply, _ = command(tab, "notifications.mark_read", {"all": True},
+                                   f"a{round_}-{n}")
+                assert reply["type"] == "reply"
+        with site.app_context():
+            assert store.head(stream) == before + 1  # the one real change
+        for kind, data in (("notifications.mark_read", {"ids": [10**19 + 7]}),
+                           ("announcement.dismiss", {"id": 10**19 + 7}),
+                           ("announcement.seen", {"id": 10**19 + 7})):
+            answer, _ = command(tabs[0], kind, data, kind)
+            assert answer["type"] == "error" and answer["code"] == "not_found", answer
+    finally:
+        for tab in tabs:
+            tab.close()

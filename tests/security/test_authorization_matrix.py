@@ -88,6 +88,19 @@ HTTP_TABLE = [
     # An empty title: the admin gets the form back, nothing is published.
     row("POST", "/admin/announcements", "/admin/announcements", (LOGIN, "403", "403", OK),
         data={"title": "", "audience": "all"}),
+    row("GET", "/admin/announcements/figures", "/admin/announcements/figures",
+        (LOGIN, "403", "403", OK)),
+    row("GET", "/admin/announcements/<int:announcement_id>/edit",
+        "/admin/announcements/{ann_all}/edit", (LOGIN, "403", "403", OK)),
+    # An empty title: the admin gets the form back, nothing changes.
+    row("POST", "/admin/announcements/<int:announcement_id>/edit",
+        "/admin/announcements/{ann_all}/edit", (LOGIN, "403", "403", OK),
+        data={"title": "", "level": "info"}),
+    # Unknown ids, so the shared announcements stay live for the other rows.
+    row("POST", "/admin/announcements/<int:announcement_id>/end",
+        "/admin/announcements/999999/end", (LOGIN, "403", "403", "404")),
+    row("POST", "/admin/announcements/<int:announcement_id>/retract",
+        "/admin/announcements/999999/retract", (LOGIN, "403", "403", "404")),
     row("GET", "/admin/ops", "/admin/ops", (LOGIN, "403", "403", OK)),
     row("GET", "/admin/ops/stats", "/admin/ops/stats", (LOGIN, "403", "403", OK)),
     # ---- /metrics: open to loopback scrapers, closed to anything behind a proxy
