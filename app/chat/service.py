@@ -664,9 +664,7 @@ def _notify(room: Room, message: Message, sender: str) -> None:
     else:
         names = _mentioned(message.body)
         if names:
-            for uid, name in db.session.execute(
-                select(User.id, User.username).where(User.username.in_(names))
-            ).all():
+            for uid in db.session.scalars(select(User.id).where(User.username.in_(names))):
                 if uid in member_ids and uid != message.user_id:
                     targets.append((uid, "mention", f"{sender} mentioned you in #{room.name}"))
     if not targets:
