@@ -710,6 +710,8 @@ def edit_message(actor: User, message_id: Any, body: Any) -> dict[str, Any]:
     assert room is not None
     _refuse_archived(room)
     if text != message.body:
+        # An edit reaches every page like a message does, so it spends from the same budget.
+        _check_send_rate(actor.id)
         message.body = text
         message.edited_at = utcnow()
         db.session.commit()

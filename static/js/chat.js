@@ -345,7 +345,7 @@
       if (this.typers.delete(m.user.id)) this.renderTyping();
       if (m.user.id !== me.id && !pending) this.announce(m);
       if (atEnd || m.user.id === me.id) this.scrollToEnd();
-      this.markRead(m.id);
+      if (m.user.id !== me.id) this.markRead(m.id);   // posting moved our position already
     }
   };
 
