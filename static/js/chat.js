@@ -238,6 +238,7 @@
     if (rt.followed && rt.followed[this.stream]) this.askPresence();
 
     if (this.form) this.wireComposer();
+    this.wireKeyboard();
     this.setOnline(rt.state);
     this.onVisible = function () { if (document.visibilityState === "visible") self.markRead(0); };
     document.addEventListener("visibilitychange", this.onVisible);
@@ -324,6 +325,9 @@
     var self = this, actions = el("div", "chat-msg__actions");
     if (canEdit) actions.appendChild(button("Edit", null, function () { self.startEdit(m.id); }));
     if (canDelete) actions.appendChild(button("Delete", null, function () { self.confirmDelete(m.id); }));
+    // Out of the Tab order until their message has focus (see wireKeyboard): fifty messages
+    // must not put a hundred stops between the room list and the composer.
+    Array.prototype.forEach.call(actions.children, function (b) { b.tabIndex = -1; });
     li.appendChild(actions);
   };
 
@@ -722,6 +726,34 @@
         .then(function () { self.lastSent = Math.max(self.lastSent || 0, upTo); })
         .catch(function () {});
     }, 1000);
+  };
+
+  /*
+   * The message list is one Tab stop; inside it the arrow keys (and Home/End) move from message
+   * to message, and the focused message's Edit and Delete join the Tab order.
+   */
+  ChatRoom.prototype.wireKeyboard = function () {
+    var self = this, list = this.list;
+    list.addEventListener("keydown", function (e) {
+      var keys = ["ArrowUp", "ArrowDown", "Home", "End"];
+      if (keys.indexOf(e.key) < 0 || e.target.closest("textarea, input, button")) return;
+      var items = Array.prototype.slice.call(list.querySelectorAll(".chat-msg[data-id]"));
+      if (!items.length) return;
+      var i = items.indexOf(e.target.closest(".chat-msg[data-id]"));
+      var next = e.key === "Home" ? items[0]
+        : e.key === "End" || i < 0 ? items[items.length - 1]
+        : items[Math.max(0, Math.min(items.length - 1, i + (e.key === "ArrowDown" ? 1 : -1)))];
+      e.preventDefault();
+      next.tabIndex = -1;
+      next.focus();
+      if (next === items[0]) self.loadOlder();
+    });
+    list.addEventListener("focusin", function (e) {
+      var li = e.target.closest(".chat-msg[data-id]");
+      Array.prototype.forEach.call(list.querySelectorAll(".chat-msg__actions button"), function (b) {
+        b.tabIndex = li && li.contains(b) ? 0 : -1;
+      });
+    });
   };
 
   /* ---------------------------------------------------------------- edit and delete */

@@ -216,6 +216,7 @@ def test_quick_replies_go_through_a_spam_burst_is_explained_and_retry_or_edit_lo
     for n in range(12):
         send(page, f"burst {n}")
     failed = page.locator(".chat-msg.is-failed")
+    expect(page.locator(".chat-msg.is-pending")).to_have_count(0)   # every one has its answer
     expect(failed.first).to_be_visible()
     expect(failed.first.locator(".chat-msg__problem")).to_contain_text("Try again in")
     count_failed = failed.count()
@@ -466,3 +467,38 @@ def test_a_room_reads_like_a_conversation_and_only_new_messages_are_read_aloud(p
     expect(composer(page)).to_have_value(f"thanks @{writer} ")
     expect(composer(page)).to_be_focused()
     expect(option).to_be_hidden()
+
+
+def test_the_keyboard_reaches_the_composer_and_any_message_without_a_mouse(people, server):
+    writer, reader = people.make("w"), people.make("r")
+    http = people.http(writer)
+    room = private_room(server, http, reader)
+    for n in range(6):
+        say(server, http, room, f"note {n}")
+    page = people.page(writer, path=f"/chat/{room}")
+    messages = page.locator(".chat-messages")
+    messages.focus()
+    # Six messages with Edit and Delete each, yet one Tab from the list reaches the box.
+    page.keyboard.press("Tab")
+    expect(composer(page)).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(messages).to_be_focused()
+    page.keyboard.press("ArrowUp")
+    last = message(page, "note 5")
+    expect(last).to_be_focused()
+    page.keyboard.press("ArrowUp")
+    expect(message(page, "note 4")).to_be_focused()
+    page.keyboard.press("End")
+    expect(last).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(last.get_by_role("button", name="Edit")).to_be_focused()
+    page.keyboard.press("Enter")
+    box = page.get_by_label("Edit your message")
+    expect(box).to_be_focused()
+    expect(box).to_have_value("note 5")
+    page.keyboard.press("Escape")
+    expect(box).to_have_count(0)
+    expect(composer(page)).to_be_focused()
+    # ArrowUp in the empty box edits one's last message, as in Slack.
+    page.keyboard.press("ArrowUp")
+    expect(page.get_by_label("Edit your message")).to_have_value("note 5")
