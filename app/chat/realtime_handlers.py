@@ -2,6 +2,15 @@
 
 Every handler re-checks membership from the database: a frame is a claim, never a proof, and a
 user removed from a room must not keep posting from an old tab.
+
+Commands: ``chat.send`` ``{room, body, client_id?}``, ``chat.edit`` ``{message, body}``,
+``chat.delete`` ``{message}``, ``chat.read`` ``{room, message}``, ``chat.typing`` ``{room}``,
+``chat.presence`` ``{room}``. Events on ``room:<id>``: ``chat.message``, ``chat.edited`` (the
+whole message), ``chat.deleted`` ``{message, room}``, ``chat.archived`` ``{room, archived}``,
+and the ephemeral ``chat.typing`` and ``chat.presence``. Events on the user's own stream:
+``chat.room`` (a room they were added to: ``{room: {id, kind, title, url, messages_url}, head,
+through, unread}``) and ``chat.read`` (``{room, last_read, unread, through}`` after any of
+their tabs read a room; ``through`` is the newest message id the count covers).
 """
 
 from __future__ import annotations

@@ -664,9 +664,7 @@ def _notify(room: Room, message: Message, sender: str) -> None:
     else:
         names = _mentioned(message.body)
         if names:
-            for uid, name in db.session.execute(
-                select(User.id, User.username).where(User.username.in_(names))
-            ).all():
+            for uid in db.session.scalars(select(User.id).where(User.username.in_(names))):
                 if uid in member_ids and uid != message.user_id:
                     targets.append((uid, "mention", f"{sender} mentioned you in #{room.name}"))
     if not targets:
@@ -712,6 +710,8 @@ def edit_message(actor: User, message_id: Any, body: Any) -> dict[str, Any]:
     assert room is not None
     _refuse_archived(room)
     if text != message.body:
+        # An edit reaches every page like a message does, so it spends from the same budget.
+        _check_send_rate(actor.id)
         message.body = text
         message.edited_at = utcnow()
         db.session.commit()

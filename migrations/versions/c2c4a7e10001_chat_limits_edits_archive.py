@@ -3,9 +3,8 @@
 Revision ID: c2c4a7e10001
 Revises: d1f0a0000001
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = 'c2c4a7e10001'
 down_revision = 'd1f0a0000001'

@@ -39,7 +39,7 @@ def test_alices_dashboard_with_a_banner_a_toast_and_the_chat_panel_open(
     wait_live(page)
 
     # Bob asks from his own machine (the form that works without JavaScript); alice answers.
-    room_id = panel.get_by_role("link", name="#general").first.get_attribute("data-room-link")
+    room_id = room.get_attribute("data-room-id")
     bob = live_login(server, "bob", "bob-demo-pass")
     form = bob.get(f"{server.url}/chat/{room_id}", timeout=10)
     bob.post(f"{server.url}/chat/{room_id}/messages", timeout=10, data={

@@ -299,7 +299,7 @@ def test_looking_at_a_public_room_does_not_join_it_and_offers_a_join_button(app,
         town = service.create_room(user("boss"), "town", "public").id
     auth.login()
     page = client.get(f"/chat/{town}").get_data(as_text=True)
-    assert "Join #town" in page and 'action="/chat/%d/join"' % town in page
+    assert "Join #town" in page and f'action="/chat/{town}/join"' in page
     assert "<textarea" not in page  # nothing to post with before joining
     with app.app_context():
         assert service.membership(town, user("alice").id) is None

@@ -125,6 +125,14 @@ HTTP_TABLE = [
     # ---- chat: public rooms for everyone logged in; private rooms and DMs for members only
     # (an admin is not a member, and unknown and forbidden rooms both answer 404)
     row("GET", "/chat/", "/chat/", (LOGIN, OK, OK, OK)),
+    row("GET", "/chat/browse", "/chat/browse", (LOGIN, OK, OK, OK)),
+    row("GET", "/chat/<int:room_id>/members", "/chat/{private}/members", (LOGIN, OK, "404", "404")),
+    row("POST", "/chat/<int:room_id>/join", "/chat/{public}/join",
+        (LOGIN, REDIRECT, REDIRECT, REDIRECT)),
+    row("POST", "/chat/<int:room_id>/archive", "/chat/{public}/archive",
+        (LOGIN, "403", "403", REDIRECT), data={"archived": "0"}),
+    row("POST", "/chat/messages/<int:message_id>/edit", "/chat/messages/{message}/edit",
+        (LOGIN, REDIRECT, "403", "403"), data={"body": "for my eyes, edited"}),
     row("GET", "/chat/<int:room_id>", "/chat/{public}", (LOGIN, OK, OK, OK)),
     row("GET", "/chat/<int:room_id>", "/chat/{private}", (LOGIN, OK, "404", "404")),
     row("GET", "/chat/<int:room_id>", "/chat/{dm}", (LOGIN, OK, "404", "404")),
@@ -144,7 +152,7 @@ HTTP_TABLE = [
     row("POST", "/chat/dm", "/chat/dm", (LOGIN, REDIRECT, REDIRECT, REDIRECT),
         data={"username": "carol"}),
     row("POST", "/chat/messages/<int:message_id>/delete", "/chat/messages/{message}/delete",
-        (LOGIN, "403", "403", REDIRECT)),
+        (LOGIN, REDIRECT, "403", REDIRECT)),
     # ---- the socket endpoint: refused before the upgrade unless logged in
     row("GET", "/ws/check", "/ws/check", ("401", OK, OK, OK)),
     row("GET", "/ws", "/ws", ("401", "101", "101", "101"), name="WebSocket handshake"),
@@ -218,7 +226,10 @@ SOCKET_TABLE = [
          {"type": "chat.read", "data": {"room": "{private}", "message": "{message}"}},
          (REPLY, FORBIDDEN, FORBIDDEN)),
     sock("chat.delete alice's message", {"type": "chat.delete", "data": {"message": "{message}"}},
-         (FORBIDDEN, FORBIDDEN, REPLY)),
+         (REPLY, FORBIDDEN, REPLY)),
+    sock("chat.edit alice's message",
+         {"type": "chat.edit", "data": {"message": "{message2}", "body": "edited"}},
+         (REPLY, FORBIDDEN, FORBIDDEN)),
 ]
 
 
@@ -278,6 +289,8 @@ def world(tmp_path_factory) -> dict[str, Any]:
         posted = _post(alice, base, f"/chat/{ids['private']}/messages", {"body": "for my eyes"},
                        headers={"Accept": "application/json"})
         ids["message"] = posted.json()["message"]["id"]
+        ids["message2"] = _post(alice, base, f"/chat/{ids['private']}/messages", {"body": "2nd"},
+                                headers={"Accept": "application/json"}).json()["message"]["id"]
         # carol writes to alice: alice gets a notification ("Message from carol").
         _post(carol_http, base, f"/chat/{ids['dm']}/messages", {"body": "hello alice"})
         inbox = alice.get(base + "/notifications", timeout=10).text
