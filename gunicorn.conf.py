@@ -62,18 +62,29 @@ else:
 
 # --- Hooks ----------------------------------------------------------------------------------------
 
-# The realtime layer's worker hook: sockets closed with 1001 on SIGTERM, serving started at boot.
-from flask_tidings.gunicorn import post_worker_init  # noqa: E402, F401
-
-
+# The realtime layer's worker hooks: sockets closed with 1001 on SIGTERM, serving started at boot,
+# a clean exit without Python's slow teardown.
+from flask_tidings.gunicorn import post_worker_init, worker_exit  # noqa: E402, F401
 
 
 def when_ready(server):
-    """Create the demo accounts once, in the arbiter, before any worker starts.
+    """Create the demo accounts once, before any worker starts, in a child of the arbiter.
 
     Doing it here rather than in ``wsgi.py`` means it happens once, not once per worker, and
-    the login table is printed once.
+    the login table is printed once. In a child process, because the arbiter must not import
+    the app itself: its workers would inherit those modules (a HUP reload would then keep
+    serving the old code), and the arbiter would tear that heap down on every stop (0.5-1 s).
     """
-    from app.startup import seed_demo_accounts_if_enabled
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            from app.startup import seed_demo_accounts_if_enabled
 
-    seed_demo_accounts_if_enabled(log=server.log.info, url=f"http://{server.cfg.bind[0]}")
+            seed_demo_accounts_if_enabled(log=server.log.info, url=f"http://{server.cfg.bind[0]}")
+        except BaseException:
+            server.log.exception("Demo accounts not created")
+            status = 1
+        finally:
+            os._exit(status)
+    os.waitpid(pid, 0)

@@ -199,6 +199,8 @@ class RealtimeState:
             flood_close_after=int(self.config["FLOOD_CLOSE_AFTER"]),
             max_fragments=int(self.config["MAX_FRAGMENTS"]),
             message_timeout=float(self.config["MESSAGE_TIMEOUT"]),
+            restart_rate=float(self.config["RESTART_RATE"]),
+            restart_window=float(self.config["RESTART_WINDOW"]),
         )
         self.hub = Hub()
         self.accepting = True

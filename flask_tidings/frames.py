@@ -35,6 +35,11 @@ def close(code: int, reason: str = "") -> bytes:
     return _frame(_FIN_CLOSE, struct.pack("!H", code) + reason.encode()[:123])
 
 
+def restart_reason(delay: float) -> str:
+    """The reason of a 1001 close when a worker stops: when to come back (docs/protocol.md)."""
+    return f"restart; retry in {max(0.0, delay):.1f}s"
+
+
 def ping(payload: bytes = b"") -> bytes:
     return _frame(_FIN_PING, payload[:125])
 

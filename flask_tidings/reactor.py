@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import selectors
 import socket
 import threading
@@ -26,6 +27,20 @@ log = logging.getLogger("tidings.realtime")
 
 #: Seconds between housekeeping passes (heartbeats, stalled and dead peers).
 TICK = 0.5
+
+
+def restart_window(count: int, rate: float, longest: float) -> float:
+    """Seconds over which ``count`` clients of a stopping worker are asked back: ``count / rate``
+    (so the new workers see about ``rate`` handshakes a second from them), at most ``longest``."""
+    return min(longest, count / rate) if rate > 0 else 0.0
+
+
+def restart_delays(count: int, window: float, rng: random.Random) -> list[float]:
+    """When each of ``count`` clients should come back: one per slot of the window, at a random
+    moment within it, the slots shuffled, so they neither herd nor bunch."""
+    slots = list(range(count))
+    rng.shuffle(slots)
+    return [window * (slot + rng.random()) / count for slot in slots]
 
 
 class Reactor:
@@ -45,6 +60,9 @@ class Reactor:
         self.connection_errors = 0
         self.dead_peers = 0
         self.stopping = False
+        #: Seconds over which the clients of this stopping worker were asked back.
+        self.restart_window = 0.0
+        self._random = random.Random()
         self._thread = threading.Thread(target=self._run, name="tidings-reactor", daemon=True)
         self._thread.start()
 
@@ -68,7 +86,7 @@ class Reactor:
         self._command("closing", conn)
 
     def shutdown(self, wait: float = 1.0) -> None:
-        """Close every socket with 1001 so clients reconnect to a live worker at once.
+        """Close every socket with 1001, each with its own moment to reconnect to a live worker.
 
         Waits (at most ``wait`` seconds) until the close frames are written, because the process
         may exit right after: the kernel still delivers what was written before the exit.
@@ -78,6 +96,10 @@ class Reactor:
         deadline = time.monotonic() + wait
         while self._conns and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def late_restart_reason(self) -> str:
+        """The 1001 reason for a socket that reaches this worker after it began to stop."""
+        return frames.restart_reason(self._random.uniform(0.0, self.restart_window))
 
     # -------------------------------------------------------------- the loop
 
@@ -155,7 +177,7 @@ class Reactor:
     def _apply(self, op: str, conn: Connection | None) -> None:
         if op == "add" and conn is not None:
             if self.stopping:
-                conn.close(GOING_AWAY, "server restarting")
+                conn.close(GOING_AWAY, self.late_restart_reason())
             self._conns.add(conn)
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
             if conn.closing:
@@ -167,8 +189,15 @@ class Reactor:
         elif op == "closing" and conn is not None and conn in self._conns:
             self._flush(conn)
         elif op == "shutdown":
-            for each in list(self._conns):
-                each.close(GOING_AWAY, "server restarting")
+            conns = [each for each in self._conns if not each.closing]
+            if conns:
+                limits = conns[0].limits
+                self.restart_window = restart_window(
+                    len(conns), limits.restart_rate, limits.restart_window
+                )
+                delays = restart_delays(len(conns), self.restart_window, self._random)
+                for each, delay in zip(conns, delays):
+                    each.close(GOING_AWAY, frames.restart_reason(delay))
 
     def _flush(self, conn: Connection) -> None:
         if conn not in self._conns:

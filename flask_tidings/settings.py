@@ -37,6 +37,11 @@ MAX_SOCKETS_PER_ADDRESS = 200
 HANDSHAKES_PER_MINUTE_PER_ADDRESS = 600
 #: Seconds a refused client is told to wait (``Retry-After``) when the worker is full.
 RETRY_AFTER = 5
+#: Clients per second a stopping worker asks back: the 1001 close of each socket says when to
+#: reconnect ("restart; retry in 1.7s"), spread over ``sockets / RESTART_RATE`` seconds ...
+RESTART_RATE = 500.0
+#: ... but never longer than this: 5,000 sockets come back within 10 s, 50 within a tenth.
+RESTART_WINDOW = 10.0
 #: Seconds between server heartbeats (a WebSocket ping plus an ``hb`` message for browsers).
 HEARTBEAT = 25.0
 #: Largest inbound message in UTF-8 bytes (as sent, not characters); a larger one closes the

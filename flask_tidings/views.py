@@ -17,7 +17,7 @@ from flask_sock import Sock
 
 from .admission import Refusal, Ticket, handshake_refusal, origin_allowed
 from .adoption import take_over
-from .connection import Connection
+from .connection import GOING_AWAY, Connection
 
 if TYPE_CHECKING:
     from .extension import Realtime, RealtimeState
@@ -123,12 +123,15 @@ def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | N
         return _refuse(403, "This origin may not open a realtime connection.")
     state.ensure_started()
     _warn_without_gunicorn_hook()
-    if not state.accepting:
-        return _refuse(503, "This server is restarting; reconnect shortly.",
-                       int(config["RETRY_AFTER"]))
     if not reserve:
+        if not state.accepting:
+            return _refuse(503, "This server is restarting; reconnect shortly.",
+                           int(config["RETRY_AFTER"]))
         refusal = state.admission.check(identity.user_id, address)
         return _answer(refusal) if refusal is not None else None
+    # A worker that is stopping still upgrades a handshake it had already accepted, and closes
+    # it at once with 1001 and when to come back (start_connection): a refusal would send the
+    # browser into its long backoff, a restart's close into a short, spread one.
     ticket = state.admission.reserve(identity.user_id, address, now)
     if isinstance(ticket, Refusal):
         if ticket.reason == "capacity":
@@ -196,6 +199,9 @@ def start_connection(
         if revoked is not None:
             # Signed out (or deactivated) while this handshake was in flight.
             conn.close(*revoked)
+        elif not state.accepting or state.reactor.stopping:
+            # Closed here, not by the reactor: this process may exit before the reactor runs.
+            conn.close(GOING_AWAY, state.reactor.late_restart_reason())
         else:
             conn.send_json(
                 {

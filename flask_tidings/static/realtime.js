@@ -1,7 +1,8 @@
 /*
  * Tidings realtime client: one socket per tab, every stream multiplexed on it.
  *
- * - Reconnects with capped exponential backoff and full jitter (0.5 s to 20 s).
+ * - Reconnects with capped exponential backoff and full jitter (0.5 s to 20 s); after a server
+ *   restart, when the server says ("restart; retry in 1.7s"), then at most 5 s apart.
  * - Calls a connection stale after 2.5 heartbeats of silence and reopens it.
  * - Resumes every stream from the last event id it saw, so nothing is missed or shown twice.
  * - Retries a subscribe the server could not serve just then ("unavailable", "server_error")
@@ -22,6 +23,8 @@
   var MAX_DELAY = 20000;
   // Subscribe errors worth another try: the server says it keeps trying too.
   var RETRYABLE = { unavailable: true, server_error: true };
+  // Coming back from a restart, the new workers are up within seconds: do not back off further.
+  var RESTART_MAX_DELAY = 5000;
 
   var LABELS = {
     connecting: "connecting…",
@@ -46,6 +49,7 @@
     this.staleTimer = null;
     this.heartbeat = 25;
     this.stopped = false;
+    this.restarting = false;    // told to come back after a restart: backoff stays short
     this.state = "offline";
     this.statusEl = document.getElementById("rt-status");
     this.followed = {};         // streams the server confirmed on this socket
@@ -122,10 +126,19 @@
       self.rejectPending("connection closed");
       if (!opened) { self.explainRefusal(); return; }
       if (e.code === 4001) { self.stopped = true; self.setState("signedout", e.reason); return; }
+      var told = restartDelay(e);
+      if (told != null) { self.scheduleReconnect(false, told); return; }
       // 1001 (restart), 4008 (we fell behind), 1006 (dropped): reconnect and resume.
       self.scheduleReconnect(e.code === 1001 || e.code === 4008);
     };
   };
+
+  /* A stopping server spreads its clients' return: "restart; retry in 1.7s" -> 1700 (ms). */
+  function restartDelay(e) {
+    if (e.code !== 1001) return null;
+    var match = /retry in ([0-9]+(?:\.[0-9]+)?)s/.exec(e.reason || "");
+    return match ? Math.min(parseFloat(match[1]) * 1000, MAX_DELAY) : null;
+  }
 
   Realtime.prototype.explainRefusal = function () {
     // A browser never shows the handshake's HTTP status, so ask the server why it refused.
@@ -145,12 +158,21 @@
       .catch(function () { self.scheduleReconnect(); });
   };
 
-  Realtime.prototype.scheduleReconnect = function (soon) {
+  Realtime.prototype.scheduleReconnect = function (soon, told) {
     if (this.stopped) return;
-    this.attempt += 1;
-    var cap = Math.min(MAX_DELAY, MIN_DELAY * Math.pow(2, this.attempt - 1));
-    // Full jitter: restarts do not bring every tab back in the same instant.
-    var delay = soon ? Math.random() * 1000 : Math.random() * cap;
+    var delay;
+    if (told != null) {
+      // The server chose this moment for us: take it, and start the backoff over from there.
+      this.restarting = true;
+      this.attempt = 0;
+      delay = told;
+    } else {
+      this.attempt += 1;
+      var cap = Math.min(MAX_DELAY, MIN_DELAY * Math.pow(2, this.attempt - 1));
+      if (this.restarting) cap = Math.min(cap, RESTART_MAX_DELAY);
+      // Full jitter: restarts do not bring every tab back in the same instant.
+      delay = soon ? Math.random() * 1000 : Math.random() * cap;
+    }
     this.setState(navigator.onLine === false ? "offline" : "reconnecting");
     var self = this;
     clearTimeout(this.timer);
@@ -181,6 +203,7 @@
       this.heartbeat = message.heartbeat || 25;
       this.touch();
       this.attempt = 0;
+      this.restarting = false;
       this.welcome = message;
       this.welcomed = true;
       var streams = message.streams.concat(Object.keys(this.extra));

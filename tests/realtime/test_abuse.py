@@ -184,21 +184,25 @@ def test_admission_control_refuses_sockets_with_503_and_pages_still_load(tmp_pat
 
 
 def test_sigterm_closes_sockets_with_1001_and_the_worker_exits_promptly(tmp_path, live_login_as):
+    """The open sockets do not hold the worker: it stops as soon as its HTTP requests are done.
+
+    gunicorn waits up to ``graceful_timeout`` for in-flight requests, and here that is two
+    minutes: a worker that waited for its sockets would take that long. The deadline below is
+    generous for a loaded machine (a stop takes seconds) and still far below it."""
     from tests.support.live import start_live_server
 
-    server = start_live_server(tmp_path, workers=1)
+    server = start_live_server(tmp_path, workers=1,
+                               env={"GUNICORN_CMD_ARGS": "--graceful-timeout 120"})
     http = live_login_as(server, "alice", "alice-demo-pass")
     clients = [Client(server, http) for _ in range(3)]
-    started = time.monotonic()
     server.process.send_signal(15)
-    codes = []
+    closes = []
     for client in clients:
-        code, _ = client.close_frame(timeout=5)
-        codes.append(code)
+        closes.append(client.close_frame(timeout=30))
         client.close()
-    server.process.wait(timeout=15)
-    elapsed = time.monotonic() - started
-    assert codes == [1001, 1001, 1001]
-    # gunicorn.conf.py's graceful_timeout is 10 s: a worker that waited it out would take longer.
-    assert elapsed < 8, f"shutdown took {elapsed:.1f}s"
-    assert "Worker exiting" in server.read_log()
+    server.process.wait(timeout=60)
+    assert [code for code, _ in closes] == [1001, 1001, 1001]
+    assert all(reason.startswith("restart; retry in ") for _, reason in closes), closes
+    log = server.read_log()
+    assert "Worker exiting" in log
+    assert "SIGKILL" not in log and "WORKER TIMEOUT" not in log
