@@ -145,6 +145,15 @@ def publish_table(rows: list[dict[str, Any]]) -> str:
             md += (f"| {r['server']} | {r['workers']} | {r['posted']} | "
                    f"{_cell(r, 'publish_per_s', '{:,.0f}')} | "
                    f"{_cell(r, 'server_us_per_publish', '{:,.0f}')} | {r['post_failures']} |\n")
+    for r in pubs:
+        if r.get("publish_steps"):
+            md += (f"\nWhere {r['server']}'s {r['server_us_per_publish']:,.0f} µs per publish go "
+                   "(worker CPU time per step, `BENCH_TIMERS=1`; inclusive: `Flask.wsgi_app` "
+                   "contains the rest, what lies outside it is gunicorn's parsing, access log and "
+                   "thread hand-off):\n\n| step | calls per publish | µs per publish |\n"
+                   "|---|---|---|\n")
+            md += "".join(f"| `{name}` | {calls:.1f} | {us:,.0f} |\n"
+                          for name, calls, us in r["publish_steps"])
     per = [r for r in rows if r["server"] == "tidings" and r["scenario"] in ("A", "B", "B500")
            and r.get("server_us_per_delivery") is not None]
     if per:

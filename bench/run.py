@@ -226,9 +226,9 @@ def _row(s: Session, scenario: str, rep: dict[str, Any], delivered_span: float |
 
 
 def start_server(kind: str, n: int, directory: Path, workers: int = 1,
-                 redis: bool = False) -> Server:
+                 redis: bool = False, extra: dict[str, str] | None = None) -> Server:
     if kind == "tidings":
-        return start_tidings(directory, n, workers=workers, redis=redis)
+        return start_tidings(directory, n, workers=workers, redis=redis, extra=extra)
     if kind == "ref":
         return start_ref(directory)
     return start_naive(directory, n)
@@ -441,18 +441,29 @@ def scenario_p(s: Session) -> dict[str, Any]:
 
 def scenario_pub(kind: str, directory: Path, workers: int = 1, redis: bool = False) -> dict[str, Any]:
     """Server CPU per publish request (HTTP + store + broker), no socket open: PUB_COUNT POSTs of
-    one broadcast each from PUB_POSTERS posters."""
-    server = start_server(kind, 0, directory, workers, redis)
+    one broadcast each from PUB_POSTERS posters. Tidings' worker also times each step of the
+    path in CPU time (``BENCH_TIMERS=1``, bench/server.py)."""
+    timed = kind == "tidings"
+    server = start_server(kind, 0, directory, workers, redis,
+                          extra={"BENCH_TIMERS": "1"} if timed else None)
     try:
         server.post("/bench/broadcast", {"n": 1, "size": 16})  # threads, pools and caches warm
         time.sleep(0.5)
+        if timed:
+            server.post("/bench/timers/reset", {})
         before = server.cpu_seconds()
         posted = post_one_by_one(server, PUB_COUNT, PUB_POSTERS, {"n": 1, "size": SIZE})
         cpu = server.cpu_seconds() - before
+        timers = requests.get(server.url + "/bench/timers", timeout=30,
+                              headers={"X-Bench-Token": TOKEN}).json() if timed else {}
     finally:
         server.stop()
+    count = max(posted["posted"], 1)
+    steps = [(name, t["calls"] / count, t["cpu_s"] / count * 1e6) for name, t in timers.items()
+             if t["calls"] >= count // 2]  # the publish path's steps, not the odd request
     return {"server": kind, "scenario": "PUB", "n": 0, "workers": workers, **posted,
-            "server_cpu_s": cpu, "server_us_per_publish": cpu / max(posted["posted"], 1) * 1e6}
+            "server_cpu_s": cpu, "server_us_per_publish": cpu / count * 1e6,
+            "publish_steps": sorted(steps, key=lambda x: -x[2])}
 
 
 def _wait_for_new_workers(server: Server, old: set[int], deadline: float) -> None:
