@@ -107,6 +107,11 @@ TIMED = [
     ("flask_tidings.brokers", "MemoryBroker.publish"),
     ("flask_tidings.brokers", "RedisBroker.publish"),
     ("flask_tidings.brokers", "PostgresBroker.publish"),
+    # Fan-out, and the log reads a gap in the pushes costs (several workers).
+    ("flask_tidings.hub", "Hub.dispatch"),
+    ("flask_tidings.connection", "Connection.offer_many"),
+    ("flask_tidings.store", "EventStore.read_since"),
+    ("flask_tidings.extension", "RealtimeState.sweep"),
 ]
 _timers: dict[str, list[float]] = {}
 _timers_lock = threading.Lock()
