@@ -46,7 +46,7 @@ LABELS: list[tuple[str, str]] = [
     ("subscribe", "    subscribe (authorize, hub, head, reply, catch-up)"),
     ("Hub.subscribe", "      hub registration"),
     ("EventStore.head", "      heads read, one query per stream"),
-    ("EventStore.heads", "      heads read, one query for several streams"),
+    ("EventStore.heads", "      heads read, one query for several streams (or the sweep)"),
     ("catch_up", "      catch-up (nothing missed: a check)"),
 ]
 
@@ -144,17 +144,18 @@ def steps(directory: Path, users: int = 200) -> list[tuple[str, float]]:
             db.session.remove()  # a new request has an empty identity map
             load_user(f"{uid}.0")
 
+        # Each request gets its own app context (and so an empty ``g``: Flask-Login caches the
+        # user there), as in the server.
         def identity() -> None:
-            with app.request_context(dict(base)):
+            with app.app_context(), app.request_context(dict(base)):
                 realtime.current_identity()
-            db.session.remove()
 
         def bare_context() -> None:
-            with app.request_context(dict(base)):
+            with app.app_context(), app.request_context(dict(base)):
                 pass
 
         def decode_cookie() -> None:
-            with app.request_context(dict(base)):
+            with app.app_context(), app.request_context(dict(base)):
                 app.session_interface.open_session(app, request)
 
         welcome = {"type": "welcome", "conn": "host:1-1", "user": str(uid), "streams": streams,

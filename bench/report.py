@@ -200,7 +200,7 @@ def handshake_md(profile: dict[str, Any]) -> str:
                "| step | calls per socket | µs per socket | µs per call |\n|---|---|---|---|\n")
         for label, calls, per_socket, per_call in live["steps"]:
             name = label.lstrip()
-            pad = "&nbsp;" * 2 * (len(label) - len(name))
+            pad = "&nbsp;" * (len(label) - len(name))
             md += f"| {pad}{name} | {calls:.1f} | {per_socket:,.0f} | {per_call:,.0f} |\n"
     steps = profile.get("handshake_steps")
     if steps:
