@@ -26,7 +26,8 @@ from typing import Any
 LABELS: list[tuple[str, str]] = [
     ("Flask.wsgi_app", "the handshake request inside Flask (everything below but commands)"),
     ("RequestContext.push", "  request context push (opens the session; also per command)"),
-    ("SecureCookieSessionInterface.open_session", "    session cookie decode (itsdangerous + JSON)"),
+    ("SecureCookieSessionInterface.open_session",
+     "    session cookie decode (itsdangerous + JSON)"),
     ("_refusal", "  checks before the upgrade (views._refusal)"),
     ("Realtime.current_identity", "    identity (Flask-Login current_user)"),
     ("LoginManager._load_user", "      Flask-Login user lookup"),

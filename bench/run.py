@@ -439,7 +439,8 @@ def scenario_p(s: Session) -> dict[str, Any]:
             "page_max_ms": pct["max_ms"], "page_statuses": statuses, **s.base}
 
 
-def scenario_pub(kind: str, directory: Path, workers: int = 1, redis: bool = False) -> dict[str, Any]:
+def scenario_pub(kind: str, directory: Path, workers: int = 1,
+                 redis: bool = False) -> dict[str, Any]:
     """Server CPU per publish request (HTTP + store + broker), no socket open: PUB_COUNT POSTs of
     one broadcast each from PUB_POSTERS posters. Tidings' worker also times each step of the
     path in CPU time (``BENCH_TIMERS=1``, bench/server.py)."""
@@ -582,7 +583,8 @@ def scenario_storm(s: Session, directory: Path, mode: str = "restart") -> dict[s
         "storm_mode": mode, "storm_down_s": t_ready - t_kill, "storm_all_back_s": t_all - t_ready,
         "storm_back_p50_s": float(np.percentile(back, 50)) if back else None,
         "storm_resubscribed": state["ready"], "storm_gave_up": state["stopped"],
-        "storm_handshakes": state["connects"] - handshakes_before, "storm_published": len(published),
+        "storm_handshakes": state["connects"] - handshakes_before,
+        "storm_published": len(published),
         "page_p50_ms": pct["p50_ms"], "page_p99_ms": pct["p99_ms"], "page_max_ms": pct["max_ms"],
         "page_statuses": statuses, "pages_during_storm": len(during),
     })

@@ -23,7 +23,6 @@ import requests
 from tests.support.live import (
     LIVE_SECRET_KEY,
     ROOT,
-    START_TIMEOUT,
     LiveServer,
     _wait_until_healthy,
     free_port,
