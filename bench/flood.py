@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         flooder_uid, healthy_uids = uids[-1], uids[:-1]
         server.post("/bench/broadcast", {"n": 1, "size": 16})  # warm the publish path
         ws_url = server.url.replace("http://", "ws://") + "/ws"
-        clients = Clients(ws_url, server.url, "tidings")
+        clients = Clients(ws_url, server.url)
         specs = [Spec(i, uid, cookies[uid], ("broadcast", f"user:{uid}"))
                  for i, uid in enumerate(healthy_uids)]
         conn = clients.connect(specs)

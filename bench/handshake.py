@@ -26,7 +26,8 @@ from typing import Any
 LABELS: list[tuple[str, str]] = [
     ("Flask.wsgi_app", "the handshake request inside Flask (everything below but commands)"),
     ("RequestContext.push", "  request context push (opens the session; also per command)"),
-    ("SecureCookieSessionInterface.open_session", "    session cookie decode (itsdangerous + JSON)"),
+    ("SecureCookieSessionInterface.open_session",
+     "    session cookie decode (itsdangerous + JSON)"),
     ("_refusal", "  checks before the upgrade (views._refusal)"),
     ("Realtime.current_identity", "    identity (Flask-Login current_user)"),
     ("LoginManager._load_user", "      Flask-Login user lookup"),
@@ -46,7 +47,7 @@ LABELS: list[tuple[str, str]] = [
     ("subscribe", "    subscribe (authorize, hub, head, reply, catch-up)"),
     ("Hub.subscribe", "      hub registration"),
     ("EventStore.head", "      heads read, one query per stream"),
-    ("EventStore.heads", "      heads read, one query for several streams"),
+    ("EventStore.heads", "      heads read, one query for several streams (or the sweep)"),
     ("catch_up", "      catch-up (nothing missed: a check)"),
 ]
 
@@ -144,17 +145,18 @@ def steps(directory: Path, users: int = 200) -> list[tuple[str, float]]:
             db.session.remove()  # a new request has an empty identity map
             load_user(f"{uid}.0")
 
+        # Each request gets its own app context (and so an empty ``g``: Flask-Login caches the
+        # user there), as in the server.
         def identity() -> None:
-            with app.request_context(dict(base)):
+            with app.app_context(), app.request_context(dict(base)):
                 realtime.current_identity()
-            db.session.remove()
 
         def bare_context() -> None:
-            with app.request_context(dict(base)):
+            with app.app_context(), app.request_context(dict(base)):
                 pass
 
         def decode_cookie() -> None:
-            with app.request_context(dict(base)):
+            with app.app_context(), app.request_context(dict(base)):
                 app.session_interface.open_session(app, request)
 
         welcome = {"type": "welcome", "conn": "host:1-1", "user": str(uid), "streams": streams,

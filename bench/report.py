@@ -125,7 +125,8 @@ def headline(rows: list[dict[str, Any]]) -> str:
         if all(v is None for v in values.values()):
             continue
         cells = [_cell(found[k] or {}, key, fmt) for k in KINDS]
-        md += (f"| {label} | " + " | ".join(cells) + f" | {_ratio(values['tidings'], values['naive'])}"
+        md += (f"| {label} | " + " | ".join(cells)
+               + f" | {_ratio(values['tidings'], values['naive'])}"
                f" | {_ratio(values['tidings'], values['ref'])} |\n")
     return md if md.count("\n") > 2 else "(no side-by-side scenario in this run)\n"
 
@@ -145,17 +146,25 @@ def publish_table(rows: list[dict[str, Any]]) -> str:
             md += (f"| {r['server']} | {r['workers']} | {r['posted']} | "
                    f"{_cell(r, 'publish_per_s', '{:,.0f}')} | "
                    f"{_cell(r, 'server_us_per_publish', '{:,.0f}')} | {r['post_failures']} |\n")
+    for r in pubs:
+        if r.get("publish_steps"):
+            md += (f"\nWhere {r['server']}'s {r['server_us_per_publish']:,.0f} µs per publish go "
+                   "(worker CPU time per step, `BENCH_TIMERS=1`; inclusive: `Flask.wsgi_app` "
+                   "contains the rest, what lies outside it is gunicorn's parsing, access log and "
+                   "thread hand-off):\n\n| step | calls per publish | µs per publish |\n"
+                   "|---|---|---|\n")
+            md += "".join(f"| `{name}` | {calls:.1f} | {us:,.0f} |\n"
+                          for name, calls, us in r["publish_steps"])
     per = [r for r in rows if r["server"] == "tidings" and r["scenario"] in ("A", "B", "B500")
            and r.get("server_us_per_delivery") is not None]
     if per:
         md += ("\n| Tidings | N | workers | deliveries | server CPU µs per delivery "
                "(everything) | vs 1 worker |\n|---|---|---|---|---|---|\n")
         for r in sorted(per, key=lambda r: (r["scenario"], r["n"], r["workers"])):
-            one = _find(rows, "tidings", r["scenario"], r["n"], 1)
+            one = (_find(rows, "tidings", r["scenario"], r["n"], 1) or {})
             md += (f"| {r['scenario']} | {r['n']:,} | {r['workers']} | {r['delivered']:,} | "
                    f"{r['server_us_per_delivery']:.2f} | "
-                   f"{_ratio(r['server_us_per_delivery'], (one or {}).get('server_us_per_delivery'))}"
-                   " |\n")
+                   f"{_ratio(r['server_us_per_delivery'], one.get('server_us_per_delivery'))} |\n")
     return md or "(not run)\n"
 
 
@@ -168,8 +177,9 @@ def storm_table(rows: list[dict[str, Any]]) -> str:
           "client dedupe) | pages p99 ms during storm | page statuses after ready |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     for r in storms:
-        md += (f"| {r['n']:,} | {r.get('storm_mode', 'restart')} | {_cell(r, 'storm_down_s', '{:.1f}')} | "
-               f"{_cell(r, 'storm_all_back_s', '{:.1f}')} | {_cell(r, 'storm_back_p50_s', '{:.1f}')} | "
+        md += (f"| {r['n']:,} | {r.get('storm_mode', 'restart')} | "
+               f"{_cell(r, 'storm_down_s', '{:.1f}')} | {_cell(r, 'storm_all_back_s', '{:.1f}')} | "
+               f"{_cell(r, 'storm_back_p50_s', '{:.1f}')} | "
                f"{r['storm_resubscribed']:,}/{r['connected']:,} | {r['storm_handshakes']:,} | "
                f"{r['storm_published']} | {r['lost']} | {r['dup']} | "
                f"{_cell(r, 'page_p99_ms', '{:.0f}')} ({r['pages_during_storm']} pages) | "
@@ -186,12 +196,12 @@ def handshake_md(profile: dict[str, Any]) -> str:
                "times each step in CPU time (`BENCH_TIMERS=1`, bench/server.py; inclusive: a "
                f"step contains the indented ones below it). Worker CPU per socket (/proc): "
                f"**{live['cpu_us_per_handshake']:,.0f} µs**, of which "
-               f"{live['outside_us']:,.0f} µs outside the timed steps (gunicorn's accept, parse and "
-               "access log, the reactor loop, thread hand-offs).\n\n"
+               f"{live['outside_us']:,.0f} µs outside the timed steps (gunicorn's accept, parse "
+               "and access log, the reactor loop, thread hand-offs).\n\n"
                "| step | calls per socket | µs per socket | µs per call |\n|---|---|---|---|\n")
         for label, calls, per_socket, per_call in live["steps"]:
             name = label.lstrip()
-            pad = "&nbsp;" * 2 * (len(label) - len(name))
+            pad = "&nbsp;" * (len(label) - len(name))
             md += f"| {pad}{name} | {calls:.1f} | {per_socket:,.0f} | {per_call:,.0f} |\n"
     steps = profile.get("handshake_steps")
     if steps:
@@ -373,8 +383,8 @@ SIGTERM to the gunicorn master and its worker (which closes every socket with 10
 server started again on the same address and database. The clients behave as
 flask_tidings/static/realtime.js: after a 1001 they reconnect within a random 0–1 s; a failed
 attempt asks `/ws/check` and backs off with full jitter (0.5 s × 2^attempt, capped at 20 s); each
-resubscribes with `after` = the last id it saw. Broadcasts are published all along (10/s, `STORM_RATE`)
-from outside the server (the orchestrator process, as a job queue or cron would), also while it
+resubscribes with `after` = the last id it saw. Broadcasts are published all along (10/s,
+`STORM_RATE`) from outside the server (the orchestrator process, as a job queue or cron would), also while it
 is down; `lost` counts every (client, broadcast) pair missing at the end. Pages: 4 threads
 loading `/` as a logged-in user all through; the p99 is over the pages started between the new
 workers being ready and the last client being back.

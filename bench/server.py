@@ -91,6 +91,27 @@ TIMED = [
     ("flask_tidings.store", "EventStore.heads"),
     ("flask_tidings.commands", "catch_up"),
     ("flask_tidings.hub", "Hub.subscribe"),
+    # The publish path (scenario PUB).
+    ("flask.app", "Flask.preprocess_request"),
+    ("flask.app", "Flask.dispatch_request"),
+    ("flask.app", "Flask.process_response"),
+    ("flask.ctx", "RequestContext.pop"),
+    ("flask_tidings.extension", "Realtime.publish"),
+    ("flask_tidings.extension", "_check_event"),
+    ("flask_tidings.extension", "RealtimeState.publisher"),
+    ("flask_tidings.store", "SqliteWriter.__enter__"),
+    ("flask_tidings.store", "SqliteWriter.__exit__"),
+    ("flask_tidings.store", "EventStore.append"),
+    ("flask_tidings.store", "envelope"),
+    ("flask_tidings.local", "LocalBroker.publish"),
+    ("flask_tidings.brokers", "MemoryBroker.publish"),
+    ("flask_tidings.brokers", "RedisBroker.publish"),
+    ("flask_tidings.brokers", "PostgresBroker.publish"),
+    # Fan-out, and the log reads a gap in the pushes costs (several workers).
+    ("flask_tidings.hub", "Hub.dispatch"),
+    ("flask_tidings.connection", "Connection.offer_many"),
+    ("flask_tidings.store", "EventStore.read_since"),
+    ("flask_tidings.extension", "RealtimeState.sweep"),
 ]
 _timers: dict[str, list[float]] = {}
 _timers_lock = threading.Lock()

@@ -23,7 +23,6 @@ import requests
 from tests.support.live import (
     LIVE_SECRET_KEY,
     ROOT,
-    START_TIMEOUT,
     LiveServer,
     _wait_until_healthy,
     free_port,
@@ -130,7 +129,7 @@ def _cpu_ticks(pids: list[int]) -> int:
 
 def _launch(kind: str, directory: Path, python_args: str, env: dict[str, str],
             workers: int, port: int | None = None, cls: type[Server] = Server,
-            host: str = "127.0.0.1") -> Server:
+            host: str = "127.0.0.1", start_timeout: float = 90.0) -> Server:
     """Start ``python <python_args>`` ({bind} and {port} filled in) in its own process group."""
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -147,7 +146,7 @@ def _launch(kind: str, directory: Path, python_args: str, env: dict[str, str],
                  log=log, env=run_env, process=process)
     server.kind = kind
     try:
-        _wait_until_healthy(server, time.monotonic() + START_TIMEOUT)
+        _wait_until_healthy(server, time.monotonic() + start_timeout)
     except BaseException:
         server.stop()
         raise
@@ -156,7 +155,8 @@ def _launch(kind: str, directory: Path, python_args: str, env: dict[str, str],
 
 def start_tidings(directory: Path, sockets: int, workers: int = 1, redis: bool = False,
                   extra: dict[str, str] | None = None, port: int | None = None,
-                  host: str = "127.0.0.1", migrate: bool = True) -> Server:
+                  host: str = "127.0.0.1", migrate: bool = True,
+                  start_timeout: float = 90.0) -> Server:
     """The real site (gunicorn.conf.py, dev mode, fresh SQLite) with bench/server.py's endpoint.
 
     ``port`` and ``migrate=False`` restart a site on its own address and database (the storm).
@@ -185,7 +185,7 @@ def start_tidings(directory: Path, sockets: int, workers: int = 1, redis: bool =
     if migrate:
         migrate_database(env)
     return _launch("tidings", directory, "-m gunicorn -c gunicorn.conf.py bench.server:app", env,
-                   workers, port=port, host=host)
+                   workers, port=port, host=host, start_timeout=start_timeout)
 
 
 def start_naive(directory: Path, sockets: int) -> Server:
