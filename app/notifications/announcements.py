@@ -184,8 +184,11 @@ def publish(
         )
         db.session.flush()
     announcement.recipients = len(audience_user_ids(announcement))
-    db.session.commit()
     _tell_audience(announcement, "announcement", announcement.to_json())
+    db.session.commit()
+    # Loaded again after the commit, so the row the caller gets (a CLI command, a job) can be
+    # read after its session has ended.
+    db.session.refresh(announcement)
     return announcement
 
 
@@ -214,7 +217,12 @@ def audience_size(audience: str, role: str | None = None, users: Iterable[User] 
 
 
 def _tell_audience(announcement: Announcement, type_: str, data: dict[str, Any]) -> None:
-    """Publish on the streams the announcement went out on, so exactly its audience hears."""
+    """Publish on the streams the announcement went out on, so exactly its audience hears.
+
+    The events join the session's transaction: the announcement's row and its events commit
+    together (the caller commits), so a banner is never stored without being delivered, live or
+    on resume, nor delivered without being stored.
+    """
     target: Any = None
     if announcement.audience == "role":
         target = {"role": announcement.audience_role}
@@ -224,7 +232,7 @@ def _tell_audience(announcement: Announcement, type_: str, data: dict[str, Any])
             .where(AnnouncementRecipient.announcement_id == announcement.id)
             .order_by(AnnouncementRecipient.user_id)
         ))}
-    realtime.broadcast(type_, data, audience=target)
+    realtime.broadcast(type_, data, audience=target, session=db.session)
 
 
 def edit(announcement_id: Any, title: str, body: str, level: str) -> Announcement:
@@ -237,8 +245,8 @@ def edit(announcement_id: Any, title: str, body: str, level: str) -> Announcemen
     announcement.body = (body or "").strip()
     announcement.level = level
     announcement.updated_at = utcnow()
-    db.session.commit()
     _tell_audience(announcement, "announcement.updated", announcement.to_json())
+    db.session.commit()
     return announcement
 
 
@@ -248,8 +256,8 @@ def end(announcement_id: Any) -> Announcement:
     if announcement.ended_at is not None or announcement.retracted_at is not None:
         return announcement
     announcement.ended_at = utcnow()
-    db.session.commit()
     _tell_audience(announcement, "announcement.ended", {"id": announcement.id})
+    db.session.commit()
     return announcement
 
 
@@ -259,8 +267,8 @@ def retract(announcement_id: Any) -> Announcement:
     if announcement.retracted_at is not None:
         return announcement
     announcement.retracted_at = utcnow()
-    db.session.commit()
     _tell_audience(announcement, "announcement.retracted", {"id": announcement.id})
+    db.session.commit()
     return announcement
 
 
@@ -304,12 +312,15 @@ def dismiss(user: User, announcement_id: Any) -> Announcement:
         return announcement
     db.session.add(AnnouncementDismissal(announcement_id=announcement.id, user_id=user.id))
     try:
+        db.session.flush()
+        # The dismissal and its event commit together (see _tell_audience).
+        realtime.notify(user.id, "announcement.dismissed", {"id": announcement.id},
+                        session=db.session)
         db.session.commit()
     except IntegrityError:
         # Two tabs dismissed at once; the other one won and told every tab.
         db.session.rollback()
         return announcement
-    realtime.notify(user.id, "announcement.dismissed", {"id": announcement.id})
     _push_figures(announcement)
     return announcement
 

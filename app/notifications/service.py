@@ -119,10 +119,13 @@ def create_notification(
         link=clean_link(link),
     )
     db.session.add(notification)
-    db.session.commit()
-    # Store first, push second: a tab that misses the push replays it from the log.
+    db.session.flush()
+    # The row and its event commit together; the push leaves after the commit, and a tab that
+    # misses it replays the event from the log.
     realtime.notify(user_id, "notification",
-                    {**notification.to_json(), "unread": unread_count(user_id)})
+                    {**notification.to_json(), "unread": unread_count(user_id)},
+                    session=db.session)
+    db.session.commit()
     return notification
 
 
@@ -136,11 +139,13 @@ def _publish_read(user_id: int, changed: list[int] | None) -> None:
     if changed == []:
         return
     data: dict[str, Any] = {"all": True} if changed is None else {"ids": changed}
-    realtime.notify(user_id, "notification.read", {**data, "unread": unread_count(user_id)})
+    realtime.notify(user_id, "notification.read", {**data, "unread": unread_count(user_id)},
+                    session=db.session)
 
 
 def _set_read(user_id: int, ids: Iterable[int]) -> list[int]:
-    """Mark the given unread rows of the user read; returns the ids that really changed.
+    """Mark the given unread rows of the user read, tell their tabs, and commit both together;
+    returns the ids that really changed.
 
     ``read_at IS NULL`` in the UPDATE itself decides, so two requests racing over the same rows
     (the page that opened a target and a click in the bell) change each row once between them.
@@ -155,8 +160,10 @@ def _set_read(user_id: int, ids: Iterable[int]) -> list[int]:
         .values(read_at=utcnow())
         .returning(Notification.id)
     ).all()
+    changed = sorted(changed)
+    _publish_read(user_id, changed)
     db.session.commit()
-    return sorted(changed)
+    return changed
 
 
 def mark_read(user: Any, ids: Iterable[Any]) -> list[int]:
@@ -175,9 +182,7 @@ def mark_read(user: Any, ids: Iterable[Any]) -> list[int]:
     )))
     if owned != wanted:
         raise NotFound("No such notification.")
-    changed = _set_read(user_id, owned)
-    _publish_read(user_id, changed)
-    return changed
+    return _set_read(user_id, owned)
 
 
 def mark_all_read(user: Any) -> int:
@@ -188,10 +193,10 @@ def mark_all_read(user: Any) -> int:
         .where(Notification.user_id == user_id, Notification.read_at.is_(None))
         .values(read_at=utcnow())
     )
-    db.session.commit()
     changed = result.rowcount or 0
     if changed:
         _publish_read(user_id, None)
+    db.session.commit()
     return changed
 
 
@@ -221,9 +226,7 @@ def mark_read_for_target(user: Any, paths: Iterable[str]) -> list[int]:
     ))
     if not pending:
         return []
-    changed = _set_read(user_id, pending)
-    _publish_read(user_id, changed)
-    return changed
+    return _set_read(user_id, pending)
 
 
 def preferences(user: Any) -> dict[str, bool]:
