@@ -89,9 +89,9 @@ def seed_demo_accounts_if_enabled(
     from app.cli import ensure_demo_accounts, format_demo_table, seed_demo_content
     from app.extensions import db
 
+    # Publishing the demo content starts no realtime thread (flask_tidings starts serving only in
+    # a worker), so nothing here has to survive a fork.
     app = create_app()
-    # No realtime threads in the arbiter: they would not survive the fork into workers.
-    app.extensions["realtime"].deliver_live = False
     try:
         refuse_exposed_demo_accounts(app, url)
     finally:

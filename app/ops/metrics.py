@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.extensions import realtime
 from app.ops import bp
 
 PREFIX = "tidings_realtime"
@@ -134,5 +135,5 @@ def metrics_allowed() -> bool:
 def metrics() -> Response:
     if not metrics_allowed():
         abort(403)
-    body = render_metrics(current_app.extensions["realtime"].cluster_stats())
+    body = render_metrics(realtime.cluster_stats())
     return Response(body, content_type=CONTENT_TYPE_LATEST)

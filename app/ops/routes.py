@@ -6,13 +6,14 @@ from flask import current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
 from app.auth.decorators import admin_required
+from app.extensions import realtime
 from app.ops import bp
 from app.ops.figures import dashboard_view
 from app.ops.streams import EVENT, STREAM, ops_window
 
 
 def current_view() -> dict:
-    return dashboard_view(current_app.extensions["realtime"].cluster_stats(),
+    return dashboard_view(realtime.cluster_stats(),
                           ops_window(current_app))
 
 
