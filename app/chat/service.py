@@ -247,6 +247,10 @@ def _wait_words(seconds: float) -> str:
     return f"{math.ceil(minutes / 60)} hours"
 
 
+def _count(number: float, noun: str) -> str:
+    return f"{number:g} {noun}{'' if number == 1 else 's'}"
+
+
 def _check_send_rate(user_id: int) -> None:
     count = max(1, int(setting("CHAT_RATE_COUNT", RATE_COUNT)))
     window = setting("CHAT_RATE_WINDOW", RATE_WINDOW)
@@ -255,7 +259,7 @@ def _check_send_rate(user_id: int) -> None:
         db.session.rollback()
         raise ChatError(
             "rate_limited",
-            f"Not sent: you are sending messages faster than {count} every {window:g} seconds. "
+            f"Sending too fast: at most {count} messages every {window:g} seconds. "
             f"Try again in {_wait_words(wait)}.",
             retry_after=max(1, math.ceil(wait)),
         )
@@ -288,7 +292,7 @@ def create_room(creator: User, name: str, kind: str, invite: str = "") -> Room:
         if wait:
             db.session.rollback()
             raise ChatError("rate_limited",
-                            f"You can create at most {per_hour:g} rooms an hour. "
+                            f"You can create at most {_count(per_hour, 'room')} an hour. "
                             f"Try again in {_wait_words(wait)}.",
                             retry_after=max(1, math.ceil(wait)))
     room = Room(name=name, kind=kind, created_by=creator.id)
@@ -320,7 +324,7 @@ def open_dm(user: User, other_username: str) -> Room:
     if wait:
         db.session.rollback()
         raise ChatError("rate_limited",
-                        f"You can start at most {per_hour:g} new conversations an hour. "
+                        f"You can start at most {_count(per_hour, 'new conversation')} an hour. "
                         f"Try again in {_wait_words(wait)}.",
                         retry_after=max(1, math.ceil(wait)))
     room = Room(name=f"{user.username} & {other.username}", kind="dm", created_by=user.id,

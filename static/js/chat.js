@@ -26,6 +26,7 @@
   var GROUP_MS = 5 * 60 * 1000;     // consecutive messages by one author within this are grouped
   var TYPING_SEND_EVERY = 2000;     // ms between our own typing signals
   var TYPING_SHOW_FOR = 4000;       // ms a typing line stays without a new signal
+  var WAIT_BY_ITSELF = 15000;       // a send limit lifting within this is waited out, in order
   var PHONE = "(max-width: 600px)";
   var URL_PATTERN = /https?:\/\/[^\s<>"']+/gi;
   var MENTION_PATTERN = /(?<![\w@])@([A-Za-z0-9_.-]{1,64})/g;
@@ -129,6 +130,14 @@
       URL_PATTERN.lastIndex = last;
     }
     return appendMentions(target, text.slice(last)) || mine;
+  }
+
+  /* How long the server asked us to wait ("Try again in 3 seconds."); 2 s when it did not say. */
+  function retryDelay(message) {
+    var match = /in (\d+) (second|minute|hour)/.exec(message || "");
+    if (!match) return 2000;
+    var unit = match[2] === "second" ? 1000 : match[2] === "minute" ? 60000 : 3600000;
+    return parseInt(match[1], 10) * unit;
   }
 
   function parseDate(iso) {
@@ -497,6 +506,11 @@
     li.classList.toggle("is-pending", item.state !== "failed");
     li.classList.toggle("is-failed", item.state === "failed");
     status.textContent = "";
+    if (item.state === "waiting") {
+      // A human burst over the limit: say why it waits; it goes out by itself, in order.
+      status.appendChild(el("span", "chat-msg__problem", item.error + " It will go out by itself."));
+      return;
+    }
     if (item.state !== "failed") {
       status.appendChild(el("span", null, "Sending…"));
       return;
@@ -505,6 +519,8 @@
     status.appendChild(button("Retry", null, function () {
       item.state = "queued";
       item.error = "";
+      item.waits = 0;
+      self.pausedUntil = 0;
       self.showItem(item);
       self.saveOutbox();
       self.flush();
@@ -542,9 +558,11 @@
   /* Send queued messages one at a time, in order, while the socket is live. */
   ChatRoom.prototype.flush = function () {
     if (this.sending || !this.online || !this.active) return;
+    if (this.pausedUntil && Date.now() < this.pausedUntil) return;
     var item = null;
     for (var i = 0; i < this.outbox.length; i++) {
-      if (this.outbox[i].state === "queued") { item = this.outbox[i]; break; }
+      var state = this.outbox[i].state;
+      if (state === "queued" || state === "waiting") { item = this.outbox[i]; break; }
     }
     if (!item) return;
     var self = this;
@@ -568,8 +586,19 @@
           self.showItem(item);
           return;
         }
-        item.state = "failed";
         item.error = (err && err.message) || "the server refused it.";
+        if (code === "rate_limited") {
+          var delay = retryDelay(item.error);
+          item.waits = (item.waits || 0) + 1;
+          if (delay <= WAIT_BY_ITSELF && item.waits <= 5) {
+            item.state = "waiting";
+            self.showItem(item);
+            self.pausedUntil = Date.now() + delay;
+            setTimeout(function () { self.flush(); }, delay + 100);
+            return;
+          }
+        }
+        item.state = "failed";
         self.showItem(item);
         self.saveOutbox();
         self.flush();
@@ -614,11 +643,8 @@
     if (n <= MAX_BODY && this.errorEl && !this.errorEl.hidden && /characters/.test(this.errorEl.textContent)) {
       this.showError("");
     }
-    var self = this;
-    clearTimeout(this.draftTimer);
-    this.draftTimer = setTimeout(function () {
-      store("localStorage", DRAFT_KEY + self.roomId, self.input.value ? self.input.value : null);
-    }, 300);
+    // Saved at every change (a few bytes): a reload or a closed tab a moment later keeps it.
+    store("localStorage", DRAFT_KEY + this.roomId, this.input.value ? this.input.value : null);
   };
 
   ChatRoom.prototype.lastOwnMessage = function () {

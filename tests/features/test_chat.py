@@ -404,8 +404,8 @@ def test_eight_quick_replies_go_through_and_a_spam_burst_is_told_when_to_retry(a
                 refused.append(exc)
         assert len(refused) >= 15
         assert refused[0].code == "rate_limited" and refused[0].retry_after >= 1
-        assert re.search(r"faster than \d+ every \d+ seconds\. Try again in \d+ seconds?\.",
-                         refused[0].message), refused[0].message
+        assert re.search(r"Sending too fast: at most \d+ messages every \d+ seconds\. "
+                         r"Try again in \d+ seconds?\.", refused[0].message), refused[0].message
 
 
 def test_a_resend_after_a_lost_reply_stores_and_publishes_one_message(app, rooms):
