@@ -60,6 +60,10 @@ class BoundedIntConverter(IntegerConverter):
     def __init__(self, map, fixed_digits=0, min=None, max=None, signed=False) -> None:
         max = MAX_ID if max is None else builtins.min(max, MAX_ID)
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+        # Too many digits never match at all: a value rejected only after matching would let
+        # werkzeug answer a POST with 405 ("GET allowed") for a URL whose GET is a 404.
+        digits = len(str(MAX_ID))
+        self.regex = rf"-?\d{{1,{digits}}}" if signed else rf"\d{{1,{digits}}}"
 
 
 def register_converters(app: Flask) -> None:

@@ -815,6 +815,12 @@ class Realtime:
         """Every live worker's figures, merged (what the ops dashboard shows)."""
         return self.state().cluster_stats()
 
+    @property
+    def site_id(self) -> str:
+        """What tells this site apart on shared services (``REALTIME_SITE_ID``, else a hash of
+        its database): name shared keys after it, as the brokers' channels are."""
+        return self.state().site_id
+
     def every_tick(self, fn: Callable[[], None]) -> Callable[[], None]:
         """Run ``fn`` in each serving worker once per ``REALTIME_CLUSTER_INTERVAL`` seconds,
         in an app context (periodic chores: presence, dashboards)."""

@@ -117,7 +117,8 @@ def backend(app: Flask | None = None) -> RedisPresence | DatabasePresence:
     if cached is None:
         url = app.config.get("REDIS_URL")
         if url:
-            cached = RedisPresence(url, str(app.config.get("REALTIME_REDIS_CHANNEL") or "tidings"))
+            # Keys named after the site, so two sites sharing one Redis keep apart.
+            cached = RedisPresence(url, f"tidings-{realtime.site_id}")
         else:
             cached = DatabasePresence()
         app.extensions["chat_presence"] = cached
@@ -130,7 +131,7 @@ def backend(app: Flask | None = None) -> RedisPresence | DatabasePresence:
 def room_ids_of(conn: Any) -> set[int]:
     """Rooms a socket follows right now (its ``room:<id>`` subscriptions)."""
     rooms = set()
-    for stream in list(conn.streams):
+    for stream in conn.followed:
         prefix, _, rest = stream.partition(":")
         if prefix == "room" and rest.isdigit():
             rooms.add(int(rest))
@@ -247,8 +248,7 @@ def _refresh_forever(app: Flask, track: Tracker) -> None:
 def refresh_once(app: Flask, track: Tracker) -> None:
     """Re-stamp every local socket, then re-read each room this worker's sockets follow and
     announce any change (including users of a dead worker expiring)."""
-    state = app.extensions["realtime"]
-    live = {conn.id: conn for conn in state.hub.connections()}
+    live = {conn.id: conn for conn in realtime.connections()}
     changed: set[int] = set()
     for conn in live.values():
         changed |= sync(conn, app)

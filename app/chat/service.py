@@ -375,8 +375,9 @@ def archive_room(actor: User, room: Room, archived: bool = True) -> Room:
         return room
     room.archived_at = utcnow() if archived else None
     room.archived_by = actor.id if archived else None
+    realtime.publish(room.stream, "chat.archived", {"room": room.id, "archived": archived},
+                     session=db.session)
     db.session.commit()
-    realtime.publish(room.stream, "chat.archived", {"room": room.id, "archived": archived})
     return room
 
 
@@ -385,7 +386,7 @@ def _announce_rooms(room: Room, user_ids: list[int]) -> None:
     join in another tab), with its stream head so the page counts only what comes next."""
     if not user_ids:
         return
-    head = current_app.extensions["realtime"].store.head(room.stream)
+    head = realtime.head(room.stream)
     through = _last_id(room.id)
     for user_id in user_ids:
         try:
@@ -436,7 +437,7 @@ def rooms_for(user_id: int) -> dict[str, Any]:
     ))
     rooms = [room for room, _ in joined_rows]
     live = [room.stream for room in rooms][:MAX_LIVE_BADGES]
-    heads = current_app.extensions["realtime"].store.heads(live) if live else {}
+    heads = realtime.heads(live) if live else {}
     ids = [room.id for room in rooms]
     unread = unread_counts(user_id, ids)
     through = last_ids(ids)
@@ -522,7 +523,6 @@ def mark_read(room: Room, user_id: int, message_id: int | None = None) -> bool:
     moved = target > before
     if moved:
         member.last_read_message_id = target
-        db.session.commit()
         cleared = db.session.scalar(
             select(func.count(Message.id)).where(
                 Message.room_id == room.id, Message.id > before, Message.id <= target,
@@ -533,7 +533,8 @@ def mark_read(room: Room, user_id: int, message_id: int | None = None) -> bool:
             unread = unread_counts(user_id, [room.id]).get(room.id, 0)
             realtime.notify(user_id, "chat.read", {
                 "room": room.id, "last_read": target, "unread": unread, "through": last,
-            })
+            }, session=db.session)
+        db.session.commit()  # the read position and its event together
     _read_signal(room.id, user_id)
     return moved
 
@@ -573,7 +574,7 @@ def room_head(room_id: int) -> int:
     """The room stream's last event id, read *before* the history so nothing falls in between:
     a message stored after the history read is published after this head, so it is replayed;
     one already in the history may be replayed too, and the client drops it by message id."""
-    return current_app.extensions["realtime"].store.head(f"room:{room_id}")
+    return realtime.head(f"room:{room_id}")
 
 
 def clean_body(body: Any) -> str:
@@ -630,6 +631,11 @@ def post_message(user_id: int, room_id: Any, body: Any, client_id: Any = None) -
     message = Message(room_id=room.id, user_id=user_id, body=text, client_id=cid)
     db.session.add(message)
     try:
+        db.session.flush()
+        [data] = serialize([message])
+        # The message and its event commit together; the push leaves after the commit, and a
+        # follower that misses it replays the event from the log.
+        realtime.publish(room.stream, "chat.message", data, session=db.session)
         db.session.commit()
     except IntegrityError:
         # The same client id in a request running at this very moment: that one is stored.
@@ -638,9 +644,6 @@ def post_message(user_id: int, room_id: Any, body: Any, client_id: Any = None) -
         if existing is None:
             raise
         return _same_message(existing, room)
-    [data] = serialize([message])
-    # Store first, push second: a follower that misses the push replays it from the log.
-    realtime.publish(room.stream, "chat.message", data)
     mark_read(room, user_id, message.id)
     _notify(room, message, data["user"]["name"])
     return data
@@ -718,9 +721,10 @@ def edit_message(actor: User, message_id: Any, body: Any) -> dict[str, Any]:
         _check_send_rate(actor.id)
         message.body = text
         message.edited_at = utcnow()
-        db.session.commit()
+        db.session.flush()
         [data] = serialize([message])
-        realtime.publish(room.stream, "chat.edited", data)
+        realtime.publish(room.stream, "chat.edited", data, session=db.session)
+        db.session.commit()
         return data
     [data] = serialize([message])
     return data
@@ -736,9 +740,9 @@ def delete_message(actor: User, message_id: Any) -> Message:
             _refuse_archived(room)
         message.deleted_at = utcnow()
         message.deleted_by = actor.id
-        db.session.commit()
         realtime.publish(f"room:{message.room_id}", "chat.deleted",
-                         {"message": message.id, "room": message.room_id})
+                         {"message": message.id, "room": message.room_id}, session=db.session)
+        db.session.commit()
     return message
 
 
