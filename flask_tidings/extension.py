@@ -180,7 +180,6 @@ class RealtimeState:
     #: The process whose ``broker`` this is (a forked child makes its own).
     _broker_pid = 0
     _site_id: str | None = None
-    _ready_by = 0.0
     _stopping: threading.Event | None = None
 
     def __init__(self, ext: Realtime, app: Flask, store: EventStore):

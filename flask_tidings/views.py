@@ -79,8 +79,13 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
     def socket(ws: Any) -> None:
         identity = g._realtime_identity
         # What the handshake used (above all a database session holding a pooled connection)
-        # is released now; commands run later in request contexts of their own.
-        current_app.do_teardown_appcontext()
+        # is released now; commands run later in request contexts of their own. A connection
+        # the database dropped meanwhile fails its rollback here: that must not cost the socket
+        # already accepted (the client would hold a silent socket for good).
+        try:
+            current_app.do_teardown_appcontext()
+        except Exception:
+            log.warning("realtime handshake teardown failed; socket kept", exc_info=True)
         conn, held = start_connection(
             ext, state, ws, identity, g._realtime_ticket, g._realtime_since
         )

@@ -40,6 +40,7 @@ class FlakyStore:
         self.fail: set[int] = set()
         self.down_until = 0.0
         self.calls: list[str] = []
+        self.where: list[tuple] = []  # (read, thread, arguments): for a failure's message
         for name in READS:
             monkeypatch.setattr(store, name, self._wrap(name, getattr(store, name)))
 
@@ -133,12 +134,11 @@ def story(realtime, state, flaky, user: str, after: int | None, mode: str,
             try:
                 message = client.recv(timeout=BOUND)
             except AssertionError:
-                st = client.conn.streams[stream]
-                raise AssertionError({k: getattr(st, k) for k in st.__slots__} | {
-                    "fail": fail, "where": flaky.where, "client_saw": seen, "last": last,
-                    "out": list(client.conn._out), "writable": client.conn.writable,
-                    "buffer": client._buffer,
-                    "threads": sorted(t.name for t in threading.enumerate())}) from None
+                where = client.conn.streams[stream]
+                raise AssertionError(
+                    f"not live after healing: stream state "
+                    f"{ {k: getattr(where, k) for k in where.__slots__} }, failed reads {fail}, "
+                    f"reads {flaky.where}, client saw {seen}, last event {last}") from None
             if "id" in message:
                 assert message["id"] == last, (message, seen)
                 break
