@@ -197,8 +197,36 @@ async def drain(db_path: Path, clients: list[Soaker], timeout: float) -> float:
     return float("nan")
 
 
+async def sample_rss(server: Server, every: float, curve: list[tuple[float, int]],
+                     stop: asyncio.Event) -> None:
+    """The workers' summed RSS (kB) every ``every`` seconds: a leak shows as a slope."""
+    started = time.monotonic()
+    while not stop.is_set():
+        curve.append((round(time.monotonic() - started, 1), server.proc_stats()["rss_kb"]))
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except asyncio.TimeoutError:
+            pass
+
+
+def rss_slope(curve: list[tuple[float, int]], warm_up: float) -> float | None:
+    """Least-squares slope of RSS after ``warm_up`` seconds, in MB per minute."""
+    points = [(t, kb) for t, kb in curve if t >= warm_up]
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_kb = sum(kb for _, kb in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if not var:
+        return None
+    slope_kb_per_s = sum((t - mean_t) * (kb - mean_kb) for t, kb in points) / var
+    return round(slope_kb_per_s * 60 / 1024, 3)
+
+
 async def soak(server: Server, db_path: Path, cookies: dict[int, str], minutes: float,
-               settle: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+               settle: float, rss_every: float = 30.0
+               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     heads = log_heads(db_path)
     clients = [Soaker(uid, cookie, (f"user:{uid}", "broadcast"),
                       {f"user:{uid}": heads.get(f"user:{uid}", 0),
@@ -207,6 +235,8 @@ async def soak(server: Server, db_path: Path, cookies: dict[int, str], minutes: 
     url = server.url.replace("http://", "ws://") + "/ws"
     stop = asyncio.Event()
     tasks = [asyncio.create_task(run_client(c, url, server.url, stop)) for c in clients]
+    curve: list[tuple[float, int]] = []
+    tasks.append(asyncio.create_task(sample_rss(server, rss_every, curve, stop)))
     try:
         await asyncio.wait_for(asyncio.gather(*(c.online.wait() for c in clients)), 60)
         print(f"  {len(clients)} clients online; traffic for {minutes:g} min", flush=True)
@@ -236,7 +266,11 @@ async def soak(server: Server, db_path: Path, cookies: dict[int, str], minutes: 
             "unexpected": len(got - want), "out_of_order": c.out_of_order,
             "connects": c.connects, "refused": c.refused, "closes": dict(c.closes),
         })
-    summary = {"seconds": round(ran, 1), "drain_s": round(drained, 2), "traffic": counts}
+    # Warm-up: the first fifth of the run (at least a minute) fills caches and pools.
+    warm_up = max(60.0, ran / 5)
+    summary = {"seconds": round(ran, 1), "drain_s": round(drained, 2), "traffic": counts,
+               "rss_curve_kb": curve, "rss_warm_up_s": warm_up,
+               "rss_slope_mb_per_min": rss_slope(curve, warm_up)}
     for key in ("expected", "received", "missing", "duplicated", "unexpected", "out_of_order",
                 "connects", "refused"):
         summary[key] = sum(r[key] for r in rows)
@@ -283,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['connects']} connections ({summary['refused']} handshakes refused), "
           f"traffic {summary['seconds']} s, drained in {summary['drain_s']} s")
     print(f"  requests: {summary['traffic']}")
+    curve = summary["rss_curve_kb"]
+    if curve:
+        print("  workers' RSS (MB) over time: " + ", ".join(
+            f"{t / 60:.1f} min {kb / 1024:.1f}" for t, kb in curve))
+        print(f"  RSS slope after {summary['rss_warm_up_s'] / 60:.1f} min of warm-up: "
+              f"{summary['rss_slope_mb_per_min']} MB/min")
     if problems:
         print(f"  server log: {len(problems)} problem lines, first: {problems[0][:200]}")
     if args.json:
