@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import frames
-from .connection import Connection, StreamState
+from .connection import Connection
+from .cursor import StreamCursor
 
 if TYPE_CHECKING:
     from .extension import Realtime, RealtimeState
@@ -27,10 +28,6 @@ log = logging.getLogger("tidings.realtime")
 MAX_STREAMS = 200
 #: Commands one connection runs before yielding its pool thread to the others.
 BATCH = 32
-#: Seconds before the first retry of a stream whose log read failed; doubles per failure ...
-RETRY_FIRST = 0.1
-#: ... up to this.
-RETRY_MAX = 5.0
 #: Seconds of clock disagreement tolerated when a late subscribe looks up where a stream stood.
 CLOCK_MARGIN = 1.0
 
@@ -182,11 +179,8 @@ def subscribe(
         return
     with conn.lock:
         current = conn.streams.get(stream)
-        retry = current is not None and (current.failed or current.pending)
-        if retry:
-            # Asked again after an error: try now, and answer this ref when it works.
-            current.failed = False
-            current.ref = ref
+        # Asked again after an error: try now, and answer this ref when it works.
+        retry = current is not None and current.resubscribe(ref)
     if retry:
         catch_up(state, conn, stream)
         return
@@ -201,7 +195,7 @@ def subscribe(
     # Registered before the head is read, so no live event can slip between the two: until the
     # catch-up is done, live events only raise "seen".
     with conn.lock:
-        conn.streams[stream] = StreamState(after=after, ref=ref, pending=True)
+        conn.streams[stream] = StreamCursor(after=after, ref=ref, pending=True)
     state.hub.subscribe(conn, stream)
     catch_up(state, conn, stream)
 
@@ -221,16 +215,8 @@ def catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
             stream_state = conn.streams.get(stream)
             if stream_state is None:
                 return
-            stream_state.catching_up = True
-            stream_state.failed = True
-            stream_state.failures += 1
-            delay = min(RETRY_FIRST * 2 ** min(stream_state.failures - 1, 10), RETRY_MAX)
-            stream_state.retry_at = time.monotonic() + delay
-            # Tell the client (once per run of failures, and always for a subscribe still owed
-            # an answer): it may retry too, as realtime.js does.
-            tell = stream_state.pending or stream_state.ref is not None or (
-                stream_state.failures == 1)
-            ref, stream_state.ref = stream_state.ref, None
+            # The client is told too (see StreamCursor.fail): it may retry, as realtime.js does.
+            delay, tell, ref = stream_state.fail(time.monotonic())
         log.warning(
             "realtime catch-up failed conn=%s stream=%s (%s: %s); retrying in %.1fs",
             conn.id, stream, type(exc).__name__, str(exc).splitlines()[0][:200], delay,
@@ -260,7 +246,7 @@ def _catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
         if stream_state.pending:
             head = state.store.head(stream)
             since = None
-            if stream_state.failures and stream_state.after is None:
+            if stream_state.needs_since:
                 # Late: start where the stream stood when the client asked, not where it
                 # stands now, or what was published in between would be skipped. A little
                 # earlier, because clocks of two hosts (or one stepped clock) disagree: a
@@ -292,7 +278,7 @@ def _catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
             # rather than skip silently; the client starts again from the current head.
             head = max(state.store.head(stream), stream_state.seen)
             with conn.lock:
-                stream_state.cursor = max(stream_state.cursor, head)
+                stream_state.skipped_to(head)
             conn.send_json({"type": "reset", "stream": stream, "head": stream_state.cursor})
             continue
         for seq, payload in rows:
@@ -308,25 +294,8 @@ def _start(
     """Fix where a pending subscription starts, now that the head is known."""
     with conn.lock:
         stream_state = conn.streams.get(stream)
-        if stream_state is None or not stream_state.pending:
-            return None
-        if stream_state.after is not None:
-            start = min(stream_state.after, head)
-        else:
-            start = head if since is None else min(head, since)
-            if stream_state.first_seen:  # live events arrived while the head was unreadable
-                start = min(start, stream_state.first_seen - 1)
-        stream_state.cursor = start
-        stream_state.pending = False
-        ref, stream_state.ref = stream_state.ref, None
-        return start, ref
+        return None if stream_state is None else stream_state.start_at(head, since)
 
 
 def _finish(conn: Connection, stream: str) -> bool:
-    if not conn.finish_catch_up(stream):
-        return False
-    with conn.lock:
-        stream_state = conn.streams.get(stream)
-        if stream_state is not None:
-            stream_state.failures = 0
-    return True
+    return conn.finish_catch_up(stream)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
 from . import frames
+from .cursor import Step, StreamCursor
 from .inbound import Action, InboundLimits, InboundMeter
 
 if TYPE_CHECKING:
@@ -107,39 +108,6 @@ class Limits:
         )
 
 
-class StreamState:
-    """Where one subscribed stream stands for this connection.
-
-    ``cursor`` is the last sequence number written to the client. While ``catching_up`` the
-    session thread reads the log and live offers only raise ``seen``; when it finishes, it checks
-    ``seen`` again, so an event that arrived during the read is never skipped.
-
-    While ``pending`` the start is not fixed yet (the head was not read; ``subscribed`` is still
-    owed, to ``ref``); ``asked_at`` and ``first_seen`` (the first live event offered meanwhile)
-    let a start "from the head" fixed late still include what came after the request. ``failed`` means the last read of the log
-    failed: the next live event, the sweep's nudge or the client's new subscribe retries it
-    (not before ``retry_at``), so a database error never leaves a stream silent for good.
-    """
-
-    __slots__ = (
-        "cursor", "seen", "catching_up", "pending", "after", "ref", "asked_at", "first_seen",
-        "failed", "failures", "retry_at",
-    )
-
-    def __init__(self, after: int | None = None, ref: Any = None, pending: bool = False) -> None:
-        self.cursor = 0
-        self.seen = 0
-        self.catching_up = True
-        self.pending = pending
-        self.after = after
-        self.ref = ref
-        self.asked_at = time.time()
-        self.first_seen = 0
-        self.failed = False
-        self.failures = 0
-        self.retry_at = 0.0
-
-
 class Connection:
     def __init__(
         self,
@@ -169,7 +137,7 @@ class Connection:
         self.close_deadline = 0.0
         self.close_code: int | None = None
         self.close_reason = ""
-        self.streams: dict[str, StreamState] = {}
+        self.streams: dict[str, StreamCursor] = {}
 
         self._commands: deque[Any] = deque()
         self._commands_lock = threading.Lock()
@@ -251,21 +219,16 @@ class Connection:
             if state is None:
                 return 0
             out = []
+            now = time.monotonic()
             for seq, frame in items:
                 if seq is None:
                     out.append(frame)
-                elif state.catching_up:
-                    if seq > state.seen:
-                        state.seen = seq
-                    if state.pending and not 0 < state.first_seen <= seq:
-                        state.first_seen = seq
-                    if state.failed:
-                        self._retry_locked(stream, state)
-                elif seq == state.cursor + 1:
-                    state.cursor = seq
+                    continue
+                step = state.offer(seq, now)
+                if step is Step.WRITE:
                     out.append(frame)
-                elif seq > state.cursor:
-                    self._start_catch_up_locked(stream, state, seq)
+                elif step is Step.CATCH_UP:
+                    self.push_command(("catch_up", stream))
             if not out:
                 return 0
             if not self._write_locked(out[0] if len(out) == 1 else b"".join(out)):
@@ -289,25 +252,10 @@ class Connection:
         """
         with self.lock:
             state = self.streams.get(stream)
-            if state is not None and state.failed:
-                self._retry_locked(stream, state)
-            elif (
-                state is not None
-                and not state.catching_up
-                and head > state.cursor
-                and not self._out
+            if state is not None and (
+                state.nudge(head, bool(self._out), time.monotonic()) is Step.CATCH_UP
             ):
-                self._start_catch_up_locked(stream, state, head)
-
-    def _retry_locked(self, stream: str, state: StreamState) -> None:
-        if time.monotonic() >= state.retry_at:
-            state.failed = False
-            self.push_command(("catch_up", stream))
-
-    def _start_catch_up_locked(self, stream: str, state: StreamState, seen: int) -> None:
-        state.seen = max(state.seen, seen)
-        state.catching_up = True
-        self.push_command(("catch_up", stream))
+                self.push_command(("catch_up", stream))
 
     def write_stored(self, stream: str, seq: int, frame: bytes) -> str:
         """Write one replayed event in order: "ok", "full" (paused until drained) or "gone"."""
@@ -320,10 +268,10 @@ class Connection:
                 # client has read its backlog (or the send timeout cuts it off).
                 self._paused.add(stream)
                 return "full"
-            if seq <= state.cursor:
+            if not state.replayed(seq):
                 return "ok"
             if self._write_locked(frame):
-                state.cursor = seq
+                state.wrote(seq)
                 self.delivered += 1
                 return "ok"
             return "gone"
@@ -332,12 +280,7 @@ class Connection:
         """True when the stream is live again; False when more events arrived meanwhile."""
         with self.lock:
             state = self.streams.get(stream)
-            if state is None:
-                return True
-            if state.seen > state.cursor:
-                return False
-            state.catching_up = False
-            return True
+            return state is None or state.finish()
 
     def close(self, code: int, reason: str = "") -> None:
         """Close with ``code`` after what is already queued; safe from any thread."""

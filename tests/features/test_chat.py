@@ -19,9 +19,8 @@ from app.chat.service import ChatError
 from app.config import TestConfig
 from app.extensions import db
 from app.models import User
+from tests.support import services
 
-PG_ADMIN = os.environ.get("TIDINGS_TEST_POSTGRES_DSN",
-                          "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def add_user(username: str, role: str = "user") -> User:
@@ -335,11 +334,11 @@ def _concurrent_app(tmp_path, backend: str):
 
     name = f"tidings_chat_{uuid.uuid4().hex[:10]}"
     try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+        admin = psycopg.connect(services.POSTGRES_ADMIN_DSN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
         pytest.skip(f"!!! PostgreSQL not reachable ({exc}); make test starts it !!!")
     admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
+    url = services.POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
 
     def drop():
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

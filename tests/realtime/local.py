@@ -55,15 +55,20 @@ class LocalClient:
         assert [type(e) for e in self.ws.events()] == [AcceptConnection]
 
         conn = Connection(theirs, server, Identity(user_id, user_id), state.limits,
-                          state.reactor, worker=state.worker)
+                          state.reactor)
         environ = EnvironBuilder(path="/ws", base_url="http://localhost").get_environ()
         conn.environ = {k: v for k, v in environ.items() if isinstance(v, str)}
         assert state.commands is not None and state.reactor is not None
         conn.schedule = state.commands.schedule
-        conn.on_finished = state.commands.finished
+        ticket = state.admission.reserve(user_id, "127.0.0.1", time.monotonic())
+        commands = state.commands
+
+        def finished(conn: Connection) -> None:  # as views.start_connection does
+            ticket.release()
+            commands.finished(conn)
+
+        conn.on_finished = finished
         state.hub.add(conn)
-        with state._admit_lock:
-            state.admitted += 1
         state.reactor.add(conn)
         self.conn = conn
         self.stream = f"user:{user_id}"
@@ -108,7 +113,7 @@ def postgres_url():
     """A fresh PostgreSQL database for one test, as a SQLAlchemy URL (dropped afterwards)."""
     import psycopg
 
-    from tests.realtime.test_postgres import ADMIN_DSN
+    from tests.support.services import POSTGRES_ADMIN_DSN as ADMIN_DSN
 
     name = f"tidings_local_{int(time.time() * 1000) % 10**9}"
     try:

@@ -116,7 +116,7 @@ def database_env(request, tmp_path):
         return
     import psycopg
 
-    from tests.realtime.test_postgres import ADMIN_DSN
+    from tests.support.services import POSTGRES_ADMIN_DSN as ADMIN_DSN
 
     name = f"tidings_tx_{tmp_path.name[-20:].replace('-', '_').lower()}"
     try:
