@@ -42,7 +42,8 @@ def test_a_deactivated_user_is_disconnected_live_and_cannot_come_back(server, li
     code, reason = client.close_frame()
     assert (code, reason) == (4001, "account deactivated")
     # The old session no longer opens pages or sockets.
-    assert victim.get(server.url + "/", allow_redirects=False).status_code == 302
+    # (``/`` is the public landing page now: a page that needs a login says it.)
+    assert victim.get(server.url + "/notifications", allow_redirects=False).status_code == 302
     try:
         websocket.create_connection(ws_url(server), cookie=cookie_header(victim),
                                     origin=server.url, timeout=5)
