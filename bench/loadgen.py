@@ -478,7 +478,7 @@ class Clients:
         return self.count()
 
     def report(self, expected: dict[str, list[int]]) -> dict[str, Any]:
-        parts = self._all("report", [expected] * len(self.pipes))
+        parts = self._all("report", [expected] * len(self.pipes), timeout=900)
         merged: dict[str, Any] = {"lat": [], "reach": {}, "close_codes": {}, "workers": {},
                                   "lat_by_worker": {}}
         for part in parts:
