@@ -282,6 +282,14 @@ class Proc:
                 "times": ready, "stopped": sum(p.stopped for p in self.peers),
                 "connects": sum(p.connects for p in self.peers)}
 
+    def workers(self) -> dict[str, int]:
+        """Open sockets per worker that serves them (cheap: no frame is decoded)."""
+        out: dict[str, int] = {}
+        for peer in self.peers:
+            if peer.sock is not None and not peer.sock.disconnected:
+                out[peer.worker] = out.get(peer.worker, 0) + 1
+        return out
+
     def report(self, expected: dict[str, list[int]]) -> dict[str, Any]:
         """Loss and duplicates against the ids each stream was expected to deliver; latencies,
         also per worker that delivered them (``lat_by_worker``)."""
@@ -368,7 +376,11 @@ async def _serve(pipe: Any, url: str, origin: str) -> None:
         elif op == "count":
             pipe.send(proc.received)
         elif op == "report":
-            pipe.send(proc.report(arg))
+            # Decoding every frame takes seconds (minutes on a loaded machine): on a thread, so
+            # this loop keeps answering the server's pings, or it would cut the sockets off.
+            pipe.send(await loop.run_in_executor(None, proc.report, arg))
+        elif op == "workers":
+            pipe.send(proc.workers())
         elif op == "readiness":
             pipe.send(proc.readiness(arg))
         elif op == "reconnecting":
@@ -438,6 +450,14 @@ class Clients:
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.procs if proc.pid is not None]
 
+    def workers(self) -> dict[str, int]:
+        """Open sockets per worker, over all client processes."""
+        out: dict[str, int] = {}
+        for part in self._all("workers"):
+            for worker, n in part.items():
+                out[worker] = out.get(worker, 0) + n
+        return out
+
     def count(self) -> int:
         """Measured events received so far, over all client processes."""
         return sum(self._all("count"))
@@ -458,7 +478,7 @@ class Clients:
         return self.count()
 
     def report(self, expected: dict[str, list[int]]) -> dict[str, Any]:
-        parts = self._all("report", [expected] * len(self.pipes))
+        parts = self._all("report", [expected] * len(self.pipes), timeout=900)
         merged: dict[str, Any] = {"lat": [], "reach": {}, "close_codes": {}, "workers": {},
                                   "lat_by_worker": {}}
         for part in parts:

@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         publisher.start()
         time.sleep(args.soak / 3)
         victim = hosts[2]
-        on_victim = sum(c for w, c in clients.report({})["workers"].items() if host(w) == 3)
+        on_victim = sum(c for w, c in clients.workers().items() if host(w) == 3)
         t_kill = time.time()
         os.killpg(victim.pid, signal.SIGKILL)
         victim.process.wait(timeout=10)

@@ -236,30 +236,32 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = {"ref": "tab:green", "naive": "tab:gray", "tidings": "tab:blue"}
     for kind, style in (("ref", "d-."), ("naive", "s--"), ("tidings", "o-")):
         points = sorted((r["n"], r["p99_ms"]) for r in rows
                         if r["server"] == kind and r["scenario"] == "A" and r["workers"] == 1
                         and r["p99_ms"] is not None)
         if points:
-            left.plot(*zip(*points), style, label=f"{NAMES[kind]} (1 process)")
+            left.plot(*zip(*points), style, color=colors[kind], label=f"{NAMES[kind]} (1 process)")
     points = sorted((r["n"], r["p99_ms"]) for r in rows if r["server"] == "tidings"
                     and r["scenario"] == "A" and r["workers"] == 2 and r["p99_ms"] is not None)
     if points:
-        left.plot(*zip(*points), "^:", label="Tidings (2 workers + Redis)")
+        left.plot(*zip(*points), "^:", color="tab:purple", label="Tidings (2 workers + Redis)")
     left.set(xscale="log", yscale="log", xlabel="connected sockets N",
              ylabel="p99 latency, ms", title="Scenario A: broadcast at 20/s")
     left.grid(True, which="both", alpha=0.3)
     if left.get_legend_handles_labels()[0]:
         left.legend()
-    bars = [(f"{NAMES[r['server']]}\n{r['scenario']}" + (" w2" if r["workers"] > 1 else ""),
+    short = {"ref": "ref", "naive": "naive", "tidings": "Tidings"}
+    bars = [(f"{short[r['server']]}\n{r['scenario']}" + (" w2" if r["workers"] > 1 else ""),
              r["deliveries_s"] or 0, r["scenario"], r["server"])
             for kind in KINDS for r in rows if r["server"] == kind
             and r["scenario"] in ("B", "B500") and r["n"] == 1000]
     bars.sort(key=lambda b: (b[2] != "B", KINDS.index(b[3])))
     if bars:
-        colors = {"ref": "tab:green", "naive": "tab:gray", "tidings": "tab:blue"}
         for x, (label, value, scenario, kind) in enumerate(bars):
-            right.bar(x, value, color=colors[kind], hatch="//" if scenario == "B500" else None,
+            color = "tab:purple" if label.endswith("w2") else colors[kind]
+            right.bar(x, value, color=color, hatch="//" if scenario == "B500" else None,
                       alpha=1.0 if scenario == "B" else 0.5)
             right.text(x, value, f"{value:,.0f}", ha="center", va="bottom", fontsize=8)
         right.set_xticks(range(len(bars)), [b[0] for b in bars])

@@ -684,7 +684,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="sockets in the reconnect storm (default 5,000; 1,000 with --quick)")
     parser.add_argument("--storm-modes", default="R,Rhup",
                         help="R (SIGTERM + start again) and/or Rhup (SIGHUP reload), in order")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="only write RESULTS.md and latest.png again from a saved run's JSON")
     args = parser.parse_args(argv)
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        write_outputs(saved["rows"], saved["profile"], saved["log_problems"], saved["machine"],
+                      args.report)
+        return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     want = set((args.only or "A,B,B500,C,S,W,P,PUB,R").split(","))
