@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import threading
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -75,6 +76,25 @@ def handshake_refusal(method: str, headers: Mapping[str, str]) -> Refusal | None
     if not headers.get("Host", "").strip():
         return Refusal(400, "The Host header is missing.", "handshake")
     return None
+
+
+def address_key(address: str | None) -> str | None:
+    """What per-address limits count by: the IPv4 address, or the /64 of an IPv6 address.
+
+    One IPv6 subscriber is usually handed a whole /64, so counting single IPv6 addresses would
+    let one client spread itself over as many "addresses" as it likes.
+    """
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def _origin_key(url: str) -> tuple[str, str, int | None] | None:
@@ -164,6 +184,7 @@ class Admission:
 
     def attempt(self, address: str | None, now: float) -> Refusal | None:
         """Count one handshake from ``address`` (any handshake, even one refused later)."""
+        address = address_key(address)
         limit = self.limits.handshakes_per_minute_per_address
         if address is None or limit <= 0:
             return None
@@ -175,11 +196,13 @@ class Admission:
 
     def check(self, user: str, address: str | None) -> Refusal | None:
         """What :meth:`reserve` would refuse for want of a slot; counts nothing (``/ws/check``)."""
+        address = address_key(address)
         with self._lock:
             return self._slot_refusal(user, address) or self._capacity_refusal()
 
     def reserve(self, user: str, address: str | None, now: float) -> Ticket | Refusal:
         """Take a socket slot for ``user`` at ``address``, or say why not; all or nothing."""
+        address = address_key(address)
         limits = self.limits
         with self._lock:
             refusal = self._slot_refusal(user, address)

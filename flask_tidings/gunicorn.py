@@ -95,11 +95,12 @@ def leave(worker: Any) -> None:
     """From ``worker_exit``: a worker that stopped cleanly leaves without Python's finalization.
 
     By now gunicorn has answered its last request and the sockets were closed with 1001. What
-    Python would still do on the way out is tear the heap down object by object and wait for
-    every thread pool: measured at 0.6 s of CPU for this site's worker on an idle machine,
-    several seconds on a busy one, which is most of what made a SIGTERM slow. Commands still
-    running get :data:`COMMANDS_GRACE` to finish, output is flushed, and the process ends.
-    A worker that is exiting because of an error takes the ordinary way out, with its status.
+    Python would still do on the way out is tear the heap down object by object and join every
+    thread pool: 0.6 s of CPU for this site's worker on a lightly loaded machine (strace), and
+    CPU work stretches with the load, which is what made a SIGTERM take 8 s on a busy one.
+    Commands still running get :data:`COMMANDS_GRACE` to finish, output is flushed, and the
+    process ends. A worker exiting because of an error takes the ordinary way out, with its
+    status.
     """
     exc = sys.exc_info()[1]
     if not isinstance(exc, SystemExit) or exc.code not in (0, None):

@@ -123,11 +123,7 @@ class Reactor:
                 for conn in [c for c in self._backlog if c not in served]:
                     self._read(conn)
                 while self._commands:
-                    op, conn = self._commands.popleft()
-                    if conn is None:
-                        self._apply(op, conn)
-                    else:
-                        self._guarded(lambda c: self._apply(op, c), conn)
+                    self._apply_guarded(*self._commands.popleft())
                 now = time.monotonic()
                 if now >= next_tick:
                     self._tick(now)
@@ -154,6 +150,14 @@ class Reactor:
         try:
             step(conn)
         except Exception:
+            self._fail(conn)
+
+    def _apply_guarded(self, op: str, conn: Connection | None) -> None:
+        try:
+            self._apply(op, conn)
+        except Exception:
+            if conn is None:
+                raise
             self._fail(conn)
 
     def _fail(self, conn: Connection) -> None:

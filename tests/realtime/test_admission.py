@@ -125,6 +125,15 @@ def test_many_accounts_from_one_address_share_its_cap():
     assert isinstance(admission.reserve("user-9", "198.51.100.8", now=0.0), Ticket)
 
 
+def test_an_ipv6_client_counts_by_its_64_not_by_each_address():
+    admission = Admission(limits(per_address=2))
+    got = [admission.reserve(f"u{n}", f"2001:db8:1:2::{n:x}", now=0.0) for n in range(1, 4)]
+    assert [isinstance(r, Ticket) for r in got] == [True, True, False]
+    assert isinstance(admission.reserve("u9", "2001:db8:1:3::1", now=0.0), Ticket)
+    # An IPv4 client seen through an IPv6 socket is the IPv4 client.
+    assert admission.reserve("u10", "::ffff:192.0.2.1", now=0.0).address == "192.0.2.1"
+
+
 def test_a_zero_per_address_limit_means_none():
     admission = Admission(limits(per_address=0, handshakes_per_minute_per_address=0))
     assert all(isinstance(admission.reserve(f"u{n}", "10.0.0.1", now=0.0), Ticket)
