@@ -24,9 +24,10 @@ from typing import Any
 import requests
 
 from bench.attacks import rows
-from bench.attacks.site import PASSWORD, Site, start_site
+from bench.attacks.site import PASSWORD, Site, cpu_seconds, start_site
 from bench.attacks.victim import Victim
 from tests.support.live import ROOT
+from tests.support.services import NGINX_TEMPLATE
 
 #: Seconds of victim measurement with no attack before each row.
 BASELINE = 6.0
@@ -119,6 +120,14 @@ def log_problems(site: Site) -> int:
     return text.count("Traceback") + sum(1 for line in text.splitlines() if '" 500 ' in line)
 
 
+def cpu_now(site: Site, victim: Victim) -> dict[str, float]:
+    """CPU seconds so far: the server's worker, nginx, this process (the attacker) and the
+    victim's processes; the machine's other load is everything else."""
+    own = os.times()
+    return {**site.cpu_seconds(), "attacker": own.user + own.system,
+            "victim": cpu_seconds(victim.pids())}
+
+
 def verdict(before: dict[str, Any], during: dict[str, Any], lost: int) -> str:
     misses = []
     if before["page_p99_ms"] and during["page_p99_ms"] and (
@@ -152,11 +161,13 @@ def _got(got: dict[str, int]) -> str:
 def format_row(result: dict[str, Any]) -> str:
     b, d = result["victim_before"], result["victim_during"]
     return (f"| {result['attack']} | {_ms(b['page_p99_ms'])} -> {_ms(d['page_p99_ms'])} | "
-            f"{_ms(d['rtt_p99_ms'])} | {_errors(d)} | {result['lost']}/{result['published']} | "
+            f"{_ms(b['rtt_p99_ms'])} -> {_ms(d['rtt_p99_ms'])} | {_errors(d)} | "
+            f"{result['lost']}/{result['published']} | "
             f"{_got(result['got'])} | {result['verdict']} |")
 
 
-HEADER = ("| attack | victim page p99 ms (before -> during) | victim socket RTT p99 ms | "
+HEADER = ("| attack | victim page p99 ms (before -> during) | victim socket RTT p99 ms "
+          "(before -> during) | "
           "victim errors | events lost | attacker got | goal |\n|---|---|---|---|---|---|---|")
 
 
@@ -168,6 +179,7 @@ def run_one(attack: Attack, site: Site, victim: Victim, row: int,
     baseline_end = time.monotonic()
     load = os.getloadavg()
     problems = log_problems(site)
+    cpu_before = cpu_now(site, victim)
     ctx = rows.Context(site=site, row=row, seconds=attack.seconds, accounts=accounts)
     try:
         outcome = attack.run(ctx)
@@ -178,6 +190,8 @@ def run_one(attack: Attack, site: Site, victim: Victim, row: int,
     attack_end = time.monotonic()
     end = max(attack_end, ctx.started + MIN_WINDOW)
     time.sleep(max(0.0, end - time.monotonic()))
+    cpu = {name: round(value - cpu_before[name], 1)
+           for name, value in cpu_now(site, victim).items()}
     published, lost = victim.lost(ctx.started, end)
     before = victim.figures(start, baseline_end)
     during = victim.figures(ctx.started, end)
@@ -188,6 +202,7 @@ def run_one(attack: Attack, site: Site, victim: Victim, row: int,
         "victim_before": before, "victim_during": during,
         "published": published, "lost": lost,
         "got": dict(outcome.got), "figures": outcome.figures, "checks": outcome.checks,
+        "cpu_s": cpu,
         "server_log_problems": log_problems(site) - problems,
         "failure": failure,
     }
@@ -207,6 +222,7 @@ def describe(result: dict[str, Any]) -> str:
     extra["RTT p50 ms"] = f"{_ms(b['rtt_p50_ms'])} -> {_ms(d['rtt_p50_ms'])}"
     extra["attack s / window s / load"] = (f"{result['seconds']} / {result['window']} / "
                                            f"{result['load'][0]}")
+    extra["CPU s in the window"] = ", ".join(f"{k} {v}" for k, v in result["cpu_s"].items())
     if result["server_log_problems"]:
         extra["tracebacks or 500s in the server log"] = result["server_log_problems"]
     lines.append("    " + "; ".join(f"{k}: {v}" for k, v in extra.items()))
@@ -226,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated attack names (see --list)")
     parser.add_argument("--direct", action="store_true",
                         help="no nginx: attack gunicorn itself (the 'before' deployment)")
+    parser.add_argument("--nginx-conf", type=Path, default=NGINX_TEMPLATE,
+                        help="another nginx.conf template to put in front (default: "
+                        "deploy/nginx.conf), to try a change against the same attacks")
     parser.add_argument("--list", action="store_true", help="list the attacks and exit")
     parser.add_argument("--keep", action="store_true",
                         help="keep the site's folder (database, logs) and print its path")
@@ -244,10 +263,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     directory = Path(tempfile.mkdtemp(prefix="tidings-attacks-"))
-    front = "gunicorn directly (--direct)" if args.direct else "nginx (deploy/nginx.conf)"
+    front = ("gunicorn directly (--direct)" if args.direct
+             else f"nginx ({os.path.relpath(args.nginx_conf.resolve(), ROOT)})")
     print(f"site: gunicorn.conf.py, 1 worker, SQLite, behind {front}; folder {directory}",
           flush=True)
-    site = start_site(directory, args.direct, ACCOUNTS)
+    site = start_site(directory, args.direct, ACCOUNTS, args.nginx_conf.resolve())
     victim: Victim | None = None
     results = []
     try:

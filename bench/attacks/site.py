@@ -11,6 +11,8 @@ client's own address.
 from __future__ import annotations
 
 import os
+import pwd
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +31,13 @@ from tests.support.live import (
     free_port,
     migrate_database,
 )
-from tests.support.services import PrivateNginx
+from tests.support.services import (
+    NGINX_TEMPLATE,
+    PrivateNginx,
+    _die_with_parent,
+    _wait,
+    render_nginx_conf,
+)
 
 #: The password of every account made here (victim and attackers).
 PASSWORD = "bench-password-1"
@@ -40,7 +48,7 @@ class Site:
     """A running gunicorn (and nginx unless ``direct``), its database and its accounts."""
 
     gunicorn: Server
-    nginx: PrivateNginx | None
+    nginx: Nginx | None
     directory: Path
     env: dict[str, str]
 
@@ -66,6 +74,12 @@ class Site:
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
             return int(db.execute(sql, args).fetchone()[0])
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by gunicorn's worker and by nginx (master and workers)."""
+        nginx = [self.nginx.process.pid] if self.nginx and self.nginx.process else []
+        return {"worker": cpu_seconds(self.gunicorn.worker_pids()),
+                "nginx": cpu_seconds(nginx + [c for p in nginx for c in children(p)])}
+
     def worker_rss_mb(self) -> float:
         """Resident memory of the (one) worker, from /proc."""
         return self.gunicorn.proc_stats()["rss_kb"] / 1024
@@ -83,6 +97,29 @@ class Site:
         if self.nginx:
             self.nginx.destroy()
         self.gunicorn.stop()
+
+
+#: Clock ticks per second, the unit of /proc/<pid>/stat's CPU times.
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (every thread), in seconds."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICKS
 
 
 def create_accounts(database: Path, usernames: list[str]) -> None:
@@ -116,7 +153,37 @@ def site_env(directory: Path, behind_proxy: bool) -> dict[str, str]:
     return env
 
 
-def start_site(directory: Path, direct: bool, accounts: int) -> Site:
+class Nginx(PrivateNginx):
+    """tests/support/services.py's private nginx, from another template if asked (to try a
+    candidate config against the same attacks before it replaces deploy/nginx.conf)."""
+
+    def __init__(self, upstreams: list[str], template: Path = NGINX_TEMPLATE) -> None:
+        super().__init__(upstreams, ROOT / "static")
+        self.template = template
+
+    def start(self) -> None:
+        if self.template == NGINX_TEMPLATE:
+            super().start()
+            return
+        self.port = free_port()
+        config = self.root / "nginx.conf"
+        config.write_text(render_nginx_conf({
+            "USER": "root" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
+            "LISTEN": f"127.0.0.1:{self.port}",
+            "SERVER_NAME": "127.0.0.1 localhost",
+            "UPSTREAM_SERVERS": "\n        ".join(f"server {u};" for u in self.upstreams),
+            "STATIC_ROOT": str(self.static_root),
+        }, self.template))
+        self.process = subprocess.Popen(
+            [self.binary, "-p", str(self.root), "-c", str(config), "-e", str(self.error_log),
+             "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.root,
+            preexec_fn=_die_with_parent(signal.SIGTERM))
+        _wait(self._accepts, self.process, "nginx", self.error_log)
+
+
+def start_site(directory: Path, direct: bool, accounts: int,
+               nginx_template: Path = NGINX_TEMPLATE) -> Site:
     """Migrate, create the victim and ``accounts`` attackers (``victim00000``,
     ``mallory00000`` ...; one password, ``PASSWORD``), start gunicorn and (unless ``direct``)
     nginx. Returns at once: :meth:`Site.wait_ready` waits for gunicorn to answer, so the
@@ -140,7 +207,7 @@ def start_site(directory: Path, direct: bool, accounts: int) -> Site:
     try:
         if not direct:
             # nginx starts without its upstream; it answers 502 until gunicorn is up.
-            nginx = PrivateNginx([f"127.0.0.1:{port}"], ROOT / "static")
+            nginx = Nginx([f"127.0.0.1:{port}"], nginx_template)
             nginx.start()
     except BaseException:
         gunicorn.stop()

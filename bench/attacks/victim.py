@@ -277,6 +277,9 @@ class Victim:
                 process.wait(timeout=5)
             process.errors.close()  # type: ignore[attr-defined]
 
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes]
+
     def between(self, start: float, end: float, kind: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             return [s for s in self.samples
