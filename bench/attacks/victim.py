@@ -310,12 +310,19 @@ class Victim:
 
     def figures(self, start: float, end: float) -> dict[str, Any]:
         """What the victim saw in [start, end)."""
-        pages = self.between(start, end, "page")
+        return self.figures_over([(start, end)])
+
+    def figures_over(self, windows: list[tuple[float, float]]) -> dict[str, Any]:
+        """What the victim saw in these windows taken together."""
+        def kind(k: str) -> list[dict[str, Any]]:
+            return [s for start, end in windows for s in self.between(start, end, k)]
+
+        pages = kind("page")
         ok = [s for s in pages if s["st"] == 200]
-        rtts = [s["ms"] for s in self.between(start, end, "rtt")]
+        rtts = [s["ms"] for s in kind("rtt")]
         bad_pages = Counter(str(s["st"]) for s in pages if s["st"] != 200)
-        closes = Counter(str(s["code"]) for s in self.between(start, end, "sock_close"))
-        refused = len(self.between(start, end, "sock_refused"))
+        closes = Counter(str(s["code"]) for s in kind("sock_close"))
+        refused = len(kind("sock_refused"))
         return {
             "pages": len(pages),
             "page_p50_ms": median([s["ms"] for s in pages]) if pages else None,
@@ -327,7 +334,7 @@ class Victim:
             "rtt_p50_ms": median(rtts) if rtts else None,
             "rtt_p99_ms": p99(rtts),
             "rtt_max_ms": max(rtts, default=None),
-            "pong_timeouts": len(self.between(start, end, "pong_timeout")),
+            "pong_timeouts": len(kind("pong_timeout")),
             "socket_closes": dict(closes),
             "socket_refused": refused,
         }
