@@ -105,6 +105,9 @@ def wait_until_serving(site: Site, timeout: float = 90.0) -> float:
     """Seconds until the front answers /healthz again (after an attack that held it)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
+        if not site.gunicorn.is_running():
+            raise RuntimeError(f"gunicorn exited ({site.gunicorn.process.returncode}); its "
+                               f"log ends:\n{site.gunicorn.read_log()[-3000:]}")
         try:
             if requests.get(site.url + "/healthz", timeout=5).status_code == 200:
                 return time.monotonic() - started
@@ -208,6 +211,7 @@ def run_one(attack: Attack, site: Site, victim: Victim, row: int,
     baseline_end = time.monotonic()
     load = os.getloadavg()
     problems = log_problems(site)
+    workers_before = site.gunicorn.worker_pids()
     cpu_before = cpu_now(site, victim)
     baseline_cpu = cpu_before["worker"] - cpu_at_start["worker"]
     ctx = rows.Context(site=site, row=row, seconds=attack.seconds, accounts=accounts)
@@ -233,6 +237,7 @@ def run_one(attack: Attack, site: Site, victim: Victim, row: int,
         "published": published, "lost": lost,
         "got": dict(outcome.got), "figures": outcome.figures, "checks": outcome.checks,
         "cpu_s": cpu,
+        "worker_replaced": site.gunicorn.worker_pids() != workers_before,
         "server_log_problems": log_problems(site) - problems,
         "failure": failure,
     }
@@ -254,6 +259,8 @@ def describe(result: dict[str, Any]) -> str:
     extra["attack s / window s / load"] = (f"{result['seconds']} / {result['window']} / "
                                            f"{result['load'][0]}")
     extra["CPU s in the window"] = ", ".join(f"{k} {v}" for k, v in result["cpu_s"].items())
+    if result["worker_replaced"]:
+        extra["WORKER REPLACED"] = "the worker process changed during the row (see the log)"
     if result["server_log_problems"]:
         extra["tracebacks or 500s in the server log"] = result["server_log_problems"]
     lines.append("    " + "; ".join(f"{k}: {v}" for k, v in extra.items()))
@@ -301,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     site = start_site(directory, args.direct, ACCOUNTS, args.nginx_conf.resolve())
     victim: Victim | None = None
     results = []
+    finished = False
     try:
         # The victim's processes import and log in while gunicorn boots.
         victim = Victim(site.url, rows.VICTIM, PASSWORD, victim_user_id(site), site.env,
@@ -321,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nEvery row against the victim with no attack (all baseline windows, "
                   f"{quiet['pages']} pages, {quiet['pings']} pings):\n", flush=True)
             print(summary(results, quiet, quiet_cpu), flush=True)
+        finished = True
     finally:
         if victim:
             victim.stop()
@@ -331,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         path = out_dir / f"attacks-{stamp}-{'direct' if args.direct else 'nginx'}.json"
         path.write_text(json.dumps({"front": front, "results": results,
                                     "seconds": round(time.monotonic() - started, 1)}, indent=1))
-        if args.keep:
-            print(f"kept {directory}")
+        if args.keep or not finished:
+            print(f"kept {directory} (database, gunicorn.log, the victim's stderr)")
         else:
             shutil.rmtree(directory, ignore_errors=True)
     misses = [r for r in results if r["verdict"] != "ok"]
