@@ -112,6 +112,8 @@ def _status(exc_or_status: Any) -> str:
         return str(exc_or_status)
     if isinstance(exc_or_status, requests.Timeout):
         return "timeout"
+    if isinstance(exc_or_status, requests.HTTPError) and exc_or_status.response is not None:
+        return f"{exc_or_status.response.status_code} (on the form page)"
     return type(exc_or_status).__name__
 
 
@@ -565,15 +567,21 @@ def accounts_and_sockets(ctx: Context) -> Outcome:
 
 # -------------------------------------------------------------------------------- mark_read
 
-MARK_READ_SOCKETS = 4
 #: The documented inbound rate (REALTIME_RATE): 20 messages a second per socket.
 MARK_READ_RATE = 20.0
 
 
-def mark_read_log(ctx: Context) -> Outcome:
-    """A new account (it has its welcome notification) keeps 4 sockets sending
+def mark_read_log(sockets_wanted: int) -> Callable[[Context], Outcome]:
+    def attack(ctx: Context) -> Outcome:
+        return _mark_read_log(ctx, sockets_wanted)
+
+    return attack
+
+
+def _mark_read_log(ctx: Context, sockets_wanted: int) -> Outcome:
+    """A new account (it has its welcome notification) keeps ``sockets_wanted`` sockets sending
     ``notifications.mark_read`` at the documented rate for the whole row; how many events does
-    the durable log store?"""
+    the durable log store, and what do the commands cost the worker?"""
     out = Outcome()
     http = browser(ctx.source())
     username = f"reader-{uuid.uuid4().hex[:10]}"
@@ -582,7 +590,7 @@ def mark_read_log(ctx: Context) -> Outcome:
         http = login(ctx.url, username, PASSWORD, ctx.source())
     cookie = cookie_header(http)
     sockets = [ws_client(ctx.url, ctx.port, cookie, ctx.source())
-               for _ in range(MARK_READ_SOCKETS)]
+               for _ in range(sockets_wanted)]
     user_id = ctx.site.count("SELECT id FROM users WHERE username = ?", username)
     # Only the attacker's own stream: the victim's publisher stores one event a second too.
     events = "SELECT count(*) FROM realtime_events WHERE stream = ?"
@@ -636,7 +644,7 @@ def mark_read_log(ctx: Context) -> Outcome:
         ws.close()
         done.wait(5)
 
-    _threads(MARK_READ_SOCKETS, run)
+    _threads(sockets_wanted, run)
     out.got.update(tally)
     out.figures["commands sent"] = sent["commands"]
     out.figures["commands/s"] = round(sent["commands"] / max(0.001, time.monotonic() - started))
