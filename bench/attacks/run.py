@@ -360,11 +360,16 @@ def judge(results: list[dict[str, Any]], victim: Victim) -> tuple[dict[str, Any]
     quiet = victim.figures_over([tuple(r["baseline_t"]) for r in results])
     seconds = sum(r["baseline_t"][1] - r["baseline_t"][0] for r in results)
     cpu = sum(r["baseline_cpu_worker"] for r in results)
+    idle = cpu / max(0.1, seconds)
     for result in results:
         result["victim_no_attack"] = quiet
         result["verdict"] = ("ATTACK FAILED TO RUN" if result["failure"]
                              else verdict(quiet, result["victim_during"], result["lost"]))
-    return quiet, f"{100 * cpu / max(0.1, seconds):.0f}%"
+        share = result["cpu_s"]["worker"] / max(0.1, result["window"])
+        if result["verdict"].startswith("MISS") and share < idle + 0.05:
+            # The attack cost the worker nothing: the rest of the machine moved the figures.
+            result["verdict"] += " (worker at its idle CPU: machine noise?)"
+    return quiet, f"{100 * idle:.0f}%"
 
 
 if __name__ == "__main__":
