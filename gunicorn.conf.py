@@ -79,12 +79,25 @@ def when_ready(server):
     if pid == 0:
         status = 0
         try:
-            from app.startup import seed_demo_accounts_if_enabled
+            from app.startup import DemoAccountsExposed, seed_demo_accounts_if_enabled
 
-            seed_demo_accounts_if_enabled(log=server.log.info, url=f"http://{server.cfg.bind[0]}")
+            try:
+                seed_demo_accounts_if_enabled(
+                    log=server.log.info, url=f"http://{server.cfg.bind[0]}"
+                )
+            except DemoAccountsExposed as exc:
+                server.log.error("%s", exc)
+                status = _EXPOSED
         except BaseException:
             server.log.exception("Demo accounts not created")
             status = 1
         finally:
             os._exit(status)
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _EXPOSED:
+        # Serving would put the published demo passwords in reach of others: stop here.
+        raise SystemExit("Demo accounts refused on a site others can reach (see above).")
+
+
+#: The start-up child's exit status for "demo accounts would be exposed".
+_EXPOSED = 3

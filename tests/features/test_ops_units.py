@@ -266,6 +266,8 @@ def test_every_event_this_worker_fans_out_is_timed(app):
 
     window = app.extensions["ops"]
     with app.app_context():
+        # A worker that serves sockets (publishing alone starts no delivery thread).
+        app.extensions["realtime"].ensure_started()
         realtime.publish("user:1", "notification", {"title": "timed"})
     deadline = time.monotonic() + 10
     while window.delivery.summary()["count"] == 0:
