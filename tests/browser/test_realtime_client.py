@@ -7,14 +7,7 @@ import json
 import sqlite3
 import time
 
-from tests.browser.conftest import (  # noqa: F401 (fixtures)
-    browser,
-    browsing,
-    page_errors,
-    playwright_driver,
-    user_id,
-    wait_live,
-)
+from tests.browser.conftest import user_id, wait_live
 from tests.support.sockets import publisher
 
 BOUND = 20.0
