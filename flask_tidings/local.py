@@ -20,21 +20,18 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import socket
 import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from .brokers import Broker
+from .brokers import MemoryBroker
 
 log = logging.getLogger("tidings.realtime")
 
 #: Largest message sent whole; larger ones become a "resync" notice (the receiver reads the log).
 MAX_DATAGRAM = 60 * 1024
-#: Messages one dispatcher batch carries at most.
-BATCH = 256
 
 _RESYNC = b'{"k":"resync"}'
 
@@ -121,47 +118,23 @@ def _unlink(path: str) -> None:
         pass
 
 
-class LocalBroker(Broker):
-    """Every process of the site on one host: an in-process queue for this process's own events
-    (drained by a dispatcher thread, so publishers never touch sockets) plus datagrams to the
-    other processes. Processes that only publish start no thread at all."""
+class LocalBroker(MemoryBroker):
+    """Every process of the site on one host: the in-process queue of :class:`MemoryBroker` for
+    this process's own events (drained by a dispatcher thread, so publishers never touch
+    sockets) plus datagrams to the other processes. Processes that only publish start no thread
+    at all: their events go out as datagrams only."""
 
     name = "local"
 
     def __init__(self, directory: str):
         super().__init__()
         self.wake = LocalWake(directory)
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
-        self._started = False
         self._resync: Callable[[], None] = lambda: None
 
     def start(self, deliver: Callable[[list[dict[str, Any]]], None], resync: Callable[[], None]):
         self._resync = resync
-
-        def run() -> None:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._queue.put(None)
-                        break
-                    batch.append(item)
-                try:
-                    deliver(batch)
-                except Exception:
-                    log.exception("realtime dispatch failed")
-
-        threading.Thread(target=run, name="tidings-dispatch", daemon=True).start()
+        super().start(deliver, resync)
         self.wake.listen(self._received)
-        self._started = True
-        self.ready.set()
 
     def _received(self, body: bytes) -> None:
         message = json.loads(body)
@@ -171,18 +144,12 @@ class LocalBroker(Broker):
             self._queue.put(message)
 
     def publish(self, message: dict[str, Any]) -> None:
-        if self._started:
-            self._queue.put(message)
+        super().publish(message)  # this process's own sockets, when it serves any
         self.wake.send(json.dumps(message, separators=(",", ":")).encode())
 
     def stop(self) -> None:
-        self._queue.put(None)
+        super().stop()
         self.wake.close()
 
     def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.name,
-            "state": "connected",
-            "backlog": self._queue.qsize(),
-            "dropped": self.wake.dropped,
-        }
+        return {**super().state(), "dropped": self.wake.dropped}
