@@ -55,7 +55,7 @@ def test_the_close_reason_says_when_in_tenths_of_a_second():
     assert len(restart_reason(9999.9).encode()) <= 123  # fits a close frame
 
 
-# ---------------------------------------------------------------------- a stopping worker, in process
+# ------------------------------------------------------------------ a stopping worker, in process
 
 def test_a_handshake_that_reaches_a_stopping_worker_is_upgraded_and_sent_on_with_1001(
         app, client, auth, monkeypatch):
