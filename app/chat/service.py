@@ -254,15 +254,21 @@ def _count(number: float, noun: str) -> str:
 def _check_send_rate(user_id: int) -> None:
     count = max(1, int(setting("CHAT_RATE_COUNT", RATE_COUNT)))
     window = setting("CHAT_RATE_WINDOW", RATE_WINDOW)
-    wait = spend(user_id, "send", count, window)
+    _spend_or_refuse(user_id, "send", count, window,
+                     f"Sending too fast: at most {count} messages every {window:g} seconds.")
+
+
+def _spend_or_refuse(user_id: int, kind: str, count: float, window: float, limit: str) -> None:
+    """Take one from the user's ``kind`` budget, or undo the transaction and say how long to wait.
+
+    :param limit: the sentence that states the limit; "Try again in ..." follows it.
+    :raises ChatError: ``rate_limited``, with ``retry_after`` in whole seconds.
+    """
+    wait = spend(user_id, kind, count, window)
     if wait:
         db.session.rollback()
-        raise ChatError(
-            "rate_limited",
-            f"Sending too fast: at most {count} messages every {window:g} seconds. "
-            f"Try again in {_wait_words(wait)}.",
-            retry_after=max(1, math.ceil(wait)),
-        )
+        raise ChatError("rate_limited", f"{limit} Try again in {_wait_words(wait)}.",
+                        retry_after=max(1, math.ceil(wait)))
 
 
 # ---------------------------------------------------------------------------------------- rooms
@@ -288,13 +294,8 @@ def create_room(creator: User, name: str, kind: str, invite: str = "") -> Room:
         raise ChatError("unknown_user", "No such user: " + ", ".join(sorted(missing)))
     if not creator.is_admin:
         per_hour = setting("CHAT_ROOMS_PER_HOUR", ROOMS_PER_HOUR)
-        wait = spend(creator.id, "room", per_hour, 3600.0)
-        if wait:
-            db.session.rollback()
-            raise ChatError("rate_limited",
-                            f"You can create at most {_count(per_hour, 'room')} an hour. "
-                            f"Try again in {_wait_words(wait)}.",
-                            retry_after=max(1, math.ceil(wait)))
+        _spend_or_refuse(creator.id, "room", per_hour, 3600.0,
+                         f"You can create at most {_count(per_hour, 'room')} an hour.")
     room = Room(name=name, kind=kind, created_by=creator.id)
     db.session.add(room)
     db.session.flush()
@@ -320,13 +321,8 @@ def open_dm(user: User, other_username: str) -> Room:
     if room is not None:
         return room
     per_hour = setting("CHAT_DMS_PER_HOUR", DMS_PER_HOUR)
-    wait = spend(user.id, "dm", per_hour, 3600.0)
-    if wait:
-        db.session.rollback()
-        raise ChatError("rate_limited",
-                        f"You can start at most {_count(per_hour, 'new conversation')} an hour. "
-                        f"Try again in {_wait_words(wait)}.",
-                        retry_after=max(1, math.ceil(wait)))
+    _spend_or_refuse(user.id, "dm", per_hour, 3600.0,
+                     f"You can start at most {_count(per_hour, 'new conversation')} an hour.")
     room = Room(name=f"{user.username} & {other.username}", kind="dm", created_by=user.id,
                 dm_key=key)
     db.session.add(room)
