@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .inbound import TokenBucket
+
 #: The WebSocket protocol version this server speaks (RFC 6455).
 WEBSOCKET_VERSION = "13"
 #: Seconds over which handshake rates are counted.
@@ -135,16 +137,24 @@ class AdmissionLimits:
     handshakes_per_minute: int
     handshakes_per_minute_per_address: int
     retry_after: int
+    #: Commands per second (and burst) all one user's sockets share; 0: no shared budget.
+    user_rate: float = 0.0
+    user_burst: int = 0
 
 
 class Ticket:
-    """The slots one handshake took; :meth:`release` gives them back, once however often called."""
+    """The slots one handshake took; :meth:`release` gives them back, once however often called.
 
-    __slots__ = ("user", "address", "_admission", "_released")
+    ``budget`` is the command bucket the user's sockets in this worker share (None: no limit).
+    """
 
-    def __init__(self, admission: Admission, user: str, address: str | None):
+    __slots__ = ("user", "address", "budget", "_admission", "_released")
+
+    def __init__(self, admission: Admission, user: str, address: str | None,
+                 budget: TokenBucket | None = None):
         self.user = user
         self.address = address
+        self.budget = budget
         self._admission = admission
         self._released = False
 
@@ -180,6 +190,8 @@ class Admission:
         self._by_user: Counter[str] = Counter()
         self._by_address: Counter[str] = Counter()
         self._user_rate: dict[str, _Window] = {}
+        #: One command bucket per user with a socket here, dropped with the user's last socket.
+        self._budgets: dict[str, TokenBucket] = {}
         self._address_rate: dict[str, _Window] = {}
 
     def attempt(self, address: str | None, now: float) -> Refusal | None:
@@ -220,7 +232,14 @@ class Admission:
             self._by_user[user] += 1
             if address is not None:
                 self._by_address[address] += 1
-            return Ticket(self, user, address)
+            budget = None
+            if limits.user_rate > 0:
+                budget = self._budgets.get(user)
+                if budget is None:
+                    budget = self._budgets[user] = TokenBucket(
+                        limits.user_rate, limits.user_burst, now
+                    )
+            return Ticket(self, user, address, budget)
 
     def _slot_refusal(self, user: str, address: str | None) -> Refusal | None:
         limits = self.limits
@@ -249,6 +268,8 @@ class Admission:
             ticket._released = True
             self.admitted -= 1
             _decrement(self._by_user, ticket.user)
+            if ticket.user not in self._by_user:
+                self._budgets.pop(ticket.user, None)
             if ticket.address is not None:
                 _decrement(self._by_address, ticket.address)
 

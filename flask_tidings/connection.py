@@ -34,7 +34,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 
 from . import frames
 from .cursor import Step, StreamCursor
-from .inbound import Action, InboundLimits, InboundMeter
+from .inbound import Action, InboundLimits, InboundMeter, TokenBucket
 
 if TYPE_CHECKING:
     from wsproto import WSConnection
@@ -120,6 +120,7 @@ class Connection:
         identity: Identity,
         limits: Limits,
         reactor: Reactor,
+        budget: TokenBucket | None = None,
     ):
         self.id = f"{process_tag()}-{next(_ids)}"
         self.sock = sock
@@ -157,7 +158,12 @@ class Connection:
 
         # Reactor-only state.
         self.last_recv = time.monotonic()
-        self.meter = InboundMeter(limits.inbound(), self.last_recv)
+        self.meter = InboundMeter(limits.inbound(), self.last_recv, budget)
+        #: True while this socket is not read because its commands wait for the pool (set by
+        #: the reactor, cleared by the pool thread that brings the queue down, both under
+        #: ``_commands_lock``); ``held_since`` says since when.
+        self.held = False
+        self.held_since = 0.0
         #: Frames already received but not yet handled (the rest of this socket's share).
         self._events: Iterator[Event] | None = None
         self._input_failed = False
@@ -391,6 +397,8 @@ class Connection:
             self._events = iter(self.ws.events())
         now = time.monotonic()
         for _ in range(budget):
+            if len(self._commands) >= self.limits.burst and self._hold():
+                return True  # the pool is behind on this client: read on once it catches up
             if self.closing:
                 if self._parsed_after_close >= FRAMES_AFTER_CLOSE:
                     # No close reply among them: a client still sending after our close only
@@ -422,9 +430,7 @@ class Connection:
 
     def _on_frame(self, event: Event, now: float) -> None:
         if isinstance(event, TextMessage):
-            outcome = self.meter.text(
-                event.data, event.frame_finished, event.message_finished, now, len(self._commands)
-            )
+            outcome = self.meter.text(event.data, event.frame_finished, event.message_finished, now)
         elif isinstance(event, (Ping, Pong)):
             outcome = self.meter.control(now)
             if outcome.action is Action.PASS and isinstance(event, Ping):
@@ -445,9 +451,24 @@ class Connection:
         elif outcome.action is Action.CLOSE:
             self.close(outcome.code, outcome.reason)
 
+    def _hold(self) -> bool:
+        """Stop reading while ``burst`` commands wait: queueing more would only hold memory,
+        and refusing them would punish the client for the pool's pace, not its own."""
+        with self._commands_lock:
+            if len(self._commands) < self.limits.burst:
+                return False
+            self.held = True
+            self.held_since = time.monotonic()
+            return True
+
+    def resumed(self, now: float) -> None:
+        """The pool caught up and the reactor reads this socket again (reactor thread)."""
+        self.meter.held(now - self.held_since)
+        self.last_recv = max(self.last_recv, now)
+
     def check_overdue(self, now: float) -> None:
         """Close a connection that left a message unfinished too long (reactor tick)."""
-        if not self.closing:
+        if not self.closing and not self.held:
             outcome = self.meter.overdue(now)
             if outcome is not None:
                 self.close(outcome.code, outcome.reason)
@@ -478,10 +499,17 @@ class Connection:
         """The next command, or None (and the connection is idle again) when there is none."""
         with self._commands_lock:
             if self._commands and not self.finished.is_set():
-                return self._commands.popleft()
-            self._commands.clear()
-            self._scheduled = False
-            return None
+                command = self._commands.popleft()
+                resume = self.held and len(self._commands) <= self.limits.burst // 2
+            else:
+                self._commands.clear()
+                self._scheduled = False
+                command, resume = None, self.held
+            if resume:
+                self.held = False
+        if resume:
+            self.reactor.resume_reading(self)
+        return command
 
     def mark_finished(self) -> None:
         self.finished.set()

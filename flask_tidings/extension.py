@@ -213,6 +213,8 @@ class RealtimeState:
                     self.config["HANDSHAKES_PER_MINUTE_PER_ADDRESS"]
                 ),
                 retry_after=int(self.config["RETRY_AFTER"]),
+                user_rate=float(self.config["USER_RATE"]),
+                user_burst=int(self.config["USER_BURST"]),
             )
         )
         self.refused_capacity = 0

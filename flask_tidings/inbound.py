@@ -5,6 +5,12 @@ every frame costs a token: text frames and their continuations, pings and pongs 
 being assembled is bounded in bytes (UTF-8 bytes as sent, not characters), in frames and in time,
 so an unfinished message can hold neither memory nor attention for long.
 
+The per-socket rate alone lets one user with 20 tabs send 20 times that rate, so the commands of
+all one user's sockets in a worker also spend from one shared :class:`TokenBucket`. Only the
+client's sending decides: a frame is timed when the reactor reads it, never refused because the
+command pool is behind. A socket whose commands pile up is not read (TCP holds the client back)
+until the pool catches up, and that wait is credited back to it (:meth:`InboundMeter.held`).
+
 The connection feeds :class:`InboundMeter` what wsproto parsed, with the time; the meter answers
 what to do. It owns no socket, clock or thread, so its tests go frame by frame without a server.
 """
@@ -18,6 +24,8 @@ from dataclasses import dataclass
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 FLOOD = 4029
+#: Seconds of unread time a socket's credit covers at most (see :meth:`TokenBucket.credit`).
+CREDIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -63,15 +71,58 @@ def utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
-class InboundMeter:
-    """One connection's token bucket and the message it is assembling (reactor thread only)."""
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; used by the reactor thread only.
 
-    def __init__(self, limits: InboundLimits, now: float):
-        self.limits = limits
-        self._tokens = float(limits.burst)
+    Every socket of a worker is read by its one reactor, so a bucket shared by one user's
+    sockets needs no lock.
+    """
+
+    __slots__ = ("rate", "burst", "_tokens", "_refilled", "_credit")
+
+    def __init__(self, rate: float, burst: int, now: float):
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
         self._refilled = now
+        self._credit = 0.0  # tokens beyond the cap, for time the socket was not read (held)
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one (the saved-up ones first, then any credit)."""
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            return True
+        return False
+
+    def credit(self, seconds: float) -> None:
+        """What the rate allowed over ``seconds`` the socket went unread, on top of the cap.
+
+        Credit adds up over holds (one backlog is often read across several), up to a minute of
+        the rate: a client can have no more than that waiting in TCP's buffers anyway.
+        """
+        self._credit = min(self._credit + max(0.0, seconds) * self.rate, CREDIT_SECONDS * self.rate)
+
+
+class InboundMeter:
+    """One connection's token bucket and the message it is assembling (reactor thread only).
+
+    ``shared``, if given, is the bucket all the user's sockets in this worker spend from for
+    each whole message (a command); pings and fragments cost only this socket's tokens.
+    """
+
+    def __init__(self, limits: InboundLimits, now: float, shared: TokenBucket | None = None):
+        self.limits = limits
+        self._bucket = TokenBucket(limits.rate, limits.burst, now)
+        self._shared = shared
         #: Frames refused so far; past ``flood_close_after`` the connection is closed (4029).
         self.refused = 0
+        #: Of those, messages refused because the user's shared budget was spent.
+        self.refused_shared = 0
         self._parts: list[str] = []
         self._bytes = 0
         self._fragments = 0
@@ -90,13 +141,12 @@ class InboundMeter:
             return PASS
         return self._refused(tell=False)
 
-    def text(
-        self, data: str, frame_finished: bool, message_finished: bool, now: float, backlog: int = 0
-    ) -> Outcome:
-        """A piece of a text message; ``backlog`` is how many of its messages still wait to run.
+    def text(self, data: str, frame_finished: bool, message_finished: bool, now: float) -> Outcome:
+        """A piece of a text message.
 
         Returns DELIVER with the whole message once its last frame is in, PASS while it is being
-        assembled, REFUSE / DROP when the client is over its rate, CLOSE past a bound.
+        assembled, REFUSE / DROP when the client (or its user) is over the rate, CLOSE past a
+        bound.
         """
         new_frame = not self._mid_frame
         self._mid_frame = not frame_finished
@@ -131,10 +181,19 @@ class InboundMeter:
         self._reset()
         if discarded:
             return outcome
-        if backlog >= limits.burst:
-            # Its earlier messages have not even run yet: refusing is cheaper than queueing.
+        if self._shared is not None and not self._shared.take(now):
+            # Within this socket's rate, but the user's sockets together are over theirs.
+            self.refused_shared += 1
             return self._refused(tell=True)
         return Outcome(Action.DELIVER, text)
+
+    def held(self, seconds: float) -> None:
+        """The reactor did not read this socket for ``seconds`` while its commands waited for
+        the pool: frames sent meanwhile at the allowed rate are read all at once now, and must
+        not be refused for it, nor a message it was sending become overdue."""
+        self._bucket.credit(seconds)
+        if self._started is not None:
+            self._started += seconds
 
     def overdue(self, now: float) -> Outcome | None:
         """CLOSE if a message has been left unfinished for too long (the reactor asks too)."""
@@ -152,13 +211,7 @@ class InboundMeter:
     # ------------------------------------------------------------------ internals
 
     def _take(self, now: float) -> bool:
-        limits = self.limits
-        self._tokens = min(float(limits.burst), self._tokens + (now - self._refilled) * limits.rate)
-        self._refilled = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+        return self._bucket.take(now)
 
     def _refused(self, tell: bool) -> Outcome:
         self.refused += 1

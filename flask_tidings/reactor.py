@@ -85,6 +85,10 @@ class Reactor:
     def finish_soon(self, conn: Connection) -> None:
         self._command("closing", conn)
 
+    def resume_reading(self, conn: Connection) -> None:
+        """The pool ran enough of a held connection's commands: read its socket again."""
+        self._command("resume", conn)
+
     def shutdown(self, wait: float = 1.0) -> None:
         """Close every socket with 1001, each with its own moment to reconnect to a live worker.
 
@@ -140,6 +144,10 @@ class Reactor:
             return
         if not alive:
             self._finish(conn)
+        elif conn.held and conn in self._conns:
+            # Not read until the pool catches up (resume_reading), however ready the socket is.
+            self._backlog.discard(conn)
+            self._watch(conn)
         elif conn.input_pending and conn in self._conns:
             self._backlog.add(conn)
         else:
@@ -189,7 +197,11 @@ class Reactor:
         elif op == "write" and conn is not None and conn in self._conns:
             if conn not in self._writing:
                 self._writing.add(conn)
-                self._selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+                self._watch(conn)
+        elif op == "resume" and conn is not None and conn in self._conns and not conn.held:
+            conn.resumed(time.monotonic())
+            self._watch(conn)
+            self._backlog.add(conn)  # frames parsed before the hold may be waiting
         elif op == "closing" and conn is not None and conn in self._conns:
             self._flush(conn)
         elif op == "shutdown":
@@ -209,14 +221,32 @@ class Reactor:
         if conn.flush():
             if conn in self._writing:
                 self._writing.discard(conn)
-                self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+                self._watch(conn)
             # After our own close frame we keep reading until the client's close arrives (or
             # the deadline in _tick): then the TCP close is clean on both sides.
             if conn.peer_closed or conn.broken:
                 self._finish(conn)
         elif conn not in self._writing:
             self._writing.add(conn)
-            self._selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+            self._watch(conn)
+
+    def _watch(self, conn: Connection) -> None:
+        """Ask the selector for what ``conn`` waits for now: input unless it is held, output
+        while its outbox is not empty (neither: not registered at all)."""
+        events = (0 if conn.held else selectors.EVENT_READ) | (
+            selectors.EVENT_WRITE if conn in self._writing else 0
+        )
+        try:
+            key = self._selector.get_key(conn.sock)
+        except KeyError:
+            key = None
+        if key is None:
+            if events:
+                self._selector.register(conn.sock, events, conn)
+        elif not events:
+            self._selector.unregister(conn.sock)
+        elif key.events != events:
+            self._selector.modify(conn.sock, events, conn)
 
     def _finish(self, conn: Connection) -> None:
         if conn not in self._conns:
@@ -252,7 +282,7 @@ class Reactor:
                 conn._cut_off_locked()
             return
         heartbeat = conn.limits.heartbeat
-        if now - conn.last_recv > 2 * heartbeat:
+        if now - conn.last_recv > 2 * heartbeat and not conn.held:
             # Two heartbeats without a pong (or anything else): the peer is gone, or stopped
             # reading. Queue a close it would understand if it ever reads, and drop it now.
             self.dead_peers += 1

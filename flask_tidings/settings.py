@@ -63,6 +63,12 @@ RATE = 20.0
 BURST = 40
 #: Refused frames after which a flooding connection is closed (4029).
 FLOOD_CLOSE_AFTER = 100
+#: Messages (commands) per second all one user's sockets in one worker may send together, on
+#: top of each socket's own rate: 20 tabs may not send 20 times the rate. An excess message gets
+#: ``rate_limited`` and counts towards the socket's 4029 like any refused frame. 0 turns it off.
+USER_RATE = 40.0
+#: ... with bursts up to this many (a restart reopening every tab subscribes them all at once).
+USER_BURST = 200
 #: Rows read per query when a client catches up from its cursor.
 REPLAY_PAGE = 500
 #: Seconds between checks of the durable log for events a broker failed to announce.

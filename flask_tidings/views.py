@@ -185,7 +185,7 @@ def start_connection(
     kept = {key: environ[key] for key in _KEPT if key in environ}
     kept.update({key: value for key, value in environ.items() if key.startswith("HTTP_")})
     sock, held = take_over(ws)
-    conn = Connection(sock, ws.ws, identity, state.limits, state.reactor)
+    conn = Connection(sock, ws.ws, identity, state.limits, state.reactor, ticket.budget)
     conn.environ = kept
     conn.schedule = state.commands.schedule
     commands = state.commands

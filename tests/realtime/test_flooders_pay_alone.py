@@ -4,13 +4,25 @@ refused because the worker is slow. Real sockets (socket pairs) and real wsproto
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
+import threading
+import time
 
-from flask_tidings.connection import FRAMES_AFTER_CLOSE
+from wsproto.connection import Connection as WsConnection
+from wsproto.connection import ConnectionType
+
+from flask_tidings.admission import Admission, AdmissionLimits
+from flask_tidings.connection import FRAMES_AFTER_CLOSE, Connection, Identity, Limits
+from flask_tidings.inbound import TokenBucket
 from tests.realtime.test_reactor_shares import (  # noqa: F401  (fixtures)
     CLOSE,
+    LIMITS,
     PING,
+    TEXT,
+    Peer,
+    answer_commands,
     connect,
     frame,
     reactor,
@@ -53,3 +65,101 @@ def test_a_client_answering_our_close_is_still_heard(connect):
     peer.send(frame(CLOSE, struct.pack("!H", 4029)))
     assert conn.finished.wait(10)
     assert conn.close_code == 4029
+
+
+def open_sockets(reactor, count: int, budget=None, schedule=answer_commands, **changes):
+    """``count`` connections of one user (sharing ``budget``), handed to the reactor."""
+    pairs = []
+    limits = Limits(**{**LIMITS.__dict__, **changes})
+    for _ in range(count):
+        ours, theirs = socket.socketpair()
+        conn = Connection(ours, WsConnection(ConnectionType.SERVER), Identity("7"), limits,
+                          reactor, budget)
+        conn.schedule = schedule
+        reactor.add(conn)
+        pairs.append((conn, Peer(theirs)))
+    return pairs
+
+
+def replies(peer: Peer, count: int) -> list[str]:
+    """The next ``count`` answers to commands: "pong" or the error's code."""
+    out = []
+    while len(out) < count:
+        message = json.loads(peer.wait_for(TEXT))
+        out.append(message.get("code") or message["type"])
+    return out
+
+
+def test_twenty_sockets_of_one_user_cannot_exceed_the_users_command_budget(reactor):
+    budget = TokenBucket(rate=0.0, burst=30, now=time.monotonic())
+    pairs = open_sockets(reactor, 20, budget)
+    for _, peer in pairs:  # 10 each: well within every socket's own burst of 40
+        peer.send(b"".join(frame(TEXT, b'{"type":"ping"}') for _ in range(10)))
+    answers = [answer for _, peer in pairs for answer in replies(peer, 10)]
+    assert answers.count("pong") == 30
+    assert answers.count("rate_limited") == 200 - 30
+    assert sum(conn.meter.refused_shared for conn, _ in pairs) == 170
+    for _, peer in pairs:
+        peer.sock.close()
+
+
+def test_another_users_commands_are_not_refused_when_one_user_has_spent_theirs(reactor):
+    spent = TokenBucket(rate=0.0, burst=0, now=time.monotonic())
+    [(_, flooder)] = open_sockets(reactor, 1, spent)
+    [(_, other)] = open_sockets(reactor, 1, TokenBucket(rate=0.0, burst=5, now=time.monotonic()))
+    flooder.send(frame(TEXT, b'{"type":"ping"}'))
+    other.send(frame(TEXT, b'{"type":"ping"}'))
+    assert replies(flooder, 1) == ["rate_limited"]
+    assert replies(other, 1) == ["pong"]
+
+
+def test_commands_sent_at_the_documented_rate_to_a_stalled_pool_are_not_refused(reactor):
+    pool_running = threading.Event()
+
+    def stalled_pool(conn: Connection) -> None:
+        def run() -> None:
+            pool_running.wait(30)
+            answer_commands(conn)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    rate, burst = 40.0, 20
+    [(conn, peer)] = open_sockets(reactor, 1, schedule=stalled_pool, rate=rate, burst=burst)
+    ping = frame(TEXT, b'{"type":"ping"}')
+    peer.send(ping * burst)  # the whole burst at once ...
+    for _ in range(40):  # ... then a second of messages at the rate
+        time.sleep(1.0 / rate)
+        peer.send(ping)
+    deadline = time.monotonic() + 10
+    while not conn.held and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert conn.held, "a socket whose commands wait for the pool should not be read"
+    assert len(conn._commands) == burst, "no more than a burst of commands waits in memory"
+    pool_running.set()
+    assert replies(peer, burst + 40) == ["pong"] * (burst + 40)
+    assert conn.meter.refused == 0
+    peer.sock.close()
+
+
+def test_a_users_sockets_in_a_worker_share_one_budget_and_each_user_has_their_own():
+    admission = Admission(AdmissionLimits(
+        capacity=100, per_user=20, per_address=0, handshakes_per_minute=60,
+        handshakes_per_minute_per_address=0, retry_after=5, user_rate=40.0, user_burst=200))
+    first, second = admission.reserve("alice", None, 0.0), admission.reserve("alice", None, 0.0)
+    other = admission.reserve("bob", None, 0.0)
+    assert first.budget is second.budget is not None
+    assert other.budget is not first.budget
+    first.release()
+    third = admission.reserve("alice", None, 1.0)
+    assert third.budget is second.budget
+    # Forgotten with the user's last socket: memory follows the sockets, not every user seen.
+    second.release()
+    third.release()
+    assert list(admission._budgets) == ["bob"]
+
+
+def test_no_shared_budget_when_the_user_rate_is_zero():
+    admission = Admission(AdmissionLimits(
+        capacity=100, per_user=20, per_address=0, handshakes_per_minute=60,
+        handshakes_per_minute_per_address=0, retry_after=5, user_rate=0.0, user_burst=0))
+    assert admission.reserve("alice", None, 0.0).budget is None

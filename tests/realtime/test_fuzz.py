@@ -53,7 +53,7 @@ messages = st.one_of(
 def fuzz_server(tmp_path_factory):
     server = start_live_server(
         tmp_path_factory.mktemp("fuzz"), workers=1,
-        env={"REALTIME_RATE": "100000", "REALTIME_BURST": "100000"},
+        env={"REALTIME_RATE": "100000", "REALTIME_BURST": "100000", "REALTIME_USER_RATE": "0"},
     )
     yield server
     server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flask_tidings.inbound import Action, InboundLimits, InboundMeter
+from flask_tidings.inbound import Action, InboundLimits, InboundMeter, TokenBucket
 
 LIMITS = InboundLimits(max_message_bytes=64 * 1024, max_fragments=32, message_timeout=10.0,
                        rate=20.0, burst=40, flood_close_after=100)
@@ -15,8 +15,8 @@ def meter(**changes) -> InboundMeter:
     return InboundMeter(InboundLimits(**{**LIMITS.__dict__, **changes}), now=0.0)
 
 
-def whole(m: InboundMeter, text: str, now: float = 0.0, backlog: int = 0):
-    return m.text(text, frame_finished=True, message_finished=True, now=now, backlog=backlog)
+def whole(m: InboundMeter, text: str, now: float = 0.0):
+    return m.text(text, frame_finished=True, message_finished=True, now=now)
 
 
 def fragment(m: InboundMeter, text: str = "", now: float = 0.0, last: bool = False):
@@ -129,9 +129,38 @@ def test_a_message_refused_midway_is_told_once_and_its_rest_is_dropped():
     assert whole(m, "{}").action is Action.REFUSE
 
 
-def test_a_client_whose_commands_pile_up_is_refused_even_with_tokens():
-    outcome = whole(meter(), "{}", backlog=LIMITS.burst)
-    assert outcome.action is Action.REFUSE
+def test_the_time_a_socket_was_held_unread_is_credited_back():
+    # The client kept to 10/s while the reactor did not read it for 3 s: 30 messages, one read.
+    m = meter(burst=5, rate=10.0)
+    m.held(3.0)
+    assert [whole(m, "{}", now=3.0).action for _ in range(5 + 30)] == [Action.DELIVER] * 35
+    assert whole(m, "{}", now=3.0).action is Action.REFUSE
+
+
+def test_a_message_being_sent_while_the_socket_was_held_is_not_overdue():
+    m = meter(message_timeout=5.0)
+    fragment(m, '{"type":', now=0.0)
+    m.held(4.0)
+    assert m.overdue(8.0) is None
+    assert fragment(m, '"ping"}', now=8.0, last=True).action is Action.DELIVER
+
+
+def test_one_users_sockets_share_one_command_budget():
+    shared = TokenBucket(rate=0.0, burst=30, now=0.0)
+    sockets = [InboundMeter(LIMITS, now=0.0, shared=shared) for _ in range(20)]
+    actions = [whole(m, "{}").action for _ in range(10) for m in sockets]
+    assert actions.count(Action.DELIVER) == 30
+    assert actions.count(Action.REFUSE) == 200 - 30
+    assert sum(m.refused_shared for m in sockets) == 170
+
+
+def test_pings_and_fragments_do_not_spend_the_users_budget():
+    shared = TokenBucket(rate=0.0, burst=1, now=0.0)
+    m = InboundMeter(LIMITS, now=0.0, shared=shared)
+    m.control(now=0.0)
+    assert fragment(m, '{"type":').action is Action.PASS
+    assert fragment(m, '"ping"}', last=True).action is Action.DELIVER
+    assert whole(m, "{}").action is Action.REFUSE
 
 
 def test_the_flood_close_counts_every_refused_frame():
