@@ -11,12 +11,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 from tests.support import services
+from tests.support.forms import csrf_token_from
 from tests.support.live import ROOT, live_login, start_live_server
 from tests.support.sockets import Client, publisher
 
@@ -149,3 +153,54 @@ def test_a_five_megabyte_post_is_refused_with_413_before_it_is_read(site, throug
     # The answer came while 98.75% of the body was still unsent: nobody read (or spooled) it.
     assert status == 413
     assert sent < 5 * 1024 * 1024 // 50
+
+
+class _From(HTTPAdapter):
+    """Connections from one loopback address: to nginx, another machine (127.0.0.0/8)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def browser_at(source: str) -> requests.Session:
+    http = requests.Session()
+    http.mount("http://", _From(source))
+    return http
+
+
+def test_a_burst_of_logins_from_one_address_gets_429_while_another_address_logs_in(site):
+    def attempt(_: int) -> int:
+        flooder = browser_at("127.0.0.2")
+        return flooder.post(site.url + "/auth/login", data={"username": "x", "password": "y"},
+                            timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = Counter(pool.map(attempt, range(40)))
+    # The burst passes (and the site refuses each for its missing CSRF token); the rest
+    # never reaches gunicorn.
+    assert answers[429] >= 10, answers
+    assert set(answers) <= {400, 429}, answers
+
+    flooder = browser_at("127.0.0.2")
+    as_api = flooder.post(site.url + "/auth/login", headers={"Accept": "application/json"},
+                          timeout=10)
+    assert as_api.status_code == 429
+    assert as_api.json()["error"]["code"] == 429
+    assert as_api.headers["Retry-After"] == "1"
+    as_browser = flooder.post(site.url + "/auth/login", timeout=10, headers={
+        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"})
+    assert as_browser.status_code == 429
+    assert as_browser.headers["Content-Type"].startswith("text/html")
+    assert "Too many requests" in as_browser.text
+
+    neighbour = browser_at("127.0.0.3")
+    page = neighbour.get(site.url + "/auth/login", timeout=10)
+    assert page.status_code == 200
+    login = neighbour.post(site.url + "/auth/login", allow_redirects=False, timeout=10, data={
+        "csrf_token": csrf_token_from(page.text), "username": USER[0], "password": USER[1]})
+    assert login.status_code == 302
