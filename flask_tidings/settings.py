@@ -65,7 +65,8 @@ BURST = 40
 FLOOD_CLOSE_AFTER = 100
 #: Messages (commands) per second all one user's sockets in one worker may send together, on
 #: top of each socket's own rate: 20 tabs may not send 20 times the rate. An excess message gets
-#: ``rate_limited`` and counts towards the socket's 4029 like any refused frame. 0 turns it off.
+#: ``rate_limited``; a socket within its own rate is not closed (4029) for it: answering costs
+#: the reactor a few microseconds, a closed socket's reconnect a whole handshake. 0: no budget.
 USER_RATE = 40.0
 #: ... with bursts up to this many (a restart reopening every tab subscribes them all at once).
 USER_BURST = 200

@@ -154,6 +154,16 @@ def test_one_users_sockets_share_one_command_budget():
     assert sum(m.refused_shared for m in sockets) == 170
 
 
+def test_a_socket_within_its_own_rate_is_not_closed_for_its_users_budget():
+    shared = TokenBucket(rate=0.0, burst=0, now=0.0)
+    m = InboundMeter(InboundLimits(**{**LIMITS.__dict__, "flood_close_after": 3}), now=0.0,
+                     shared=shared)
+    assert [whole(m, "{}").action for _ in range(10)] == [Action.REFUSE] * 10
+    # Over its own rate, it is closed as before.
+    own = [whole(m, "{}").action for _ in range(LIMITS.burst)]
+    assert own[-1] is Action.CLOSE
+
+
 def test_pings_and_fragments_do_not_spend_the_users_budget():
     shared = TokenBucket(rate=0.0, burst=1, now=0.0)
     m = InboundMeter(LIMITS, now=0.0, shared=shared)
