@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -49,10 +50,13 @@ from bench.servers import Server, start_tidings
 from bench.users import create_users, session_cookies
 from tests.support.live import migrate_database
 
-#: The machine's PostgreSQL as its superuser (a private database is created on it); Redis.
-ADMIN_DSN = os.environ.get("TIDINGS_BENCH_POSTGRES_DSN",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TIDINGS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: A PostgreSQL superuser DSN and a Redis URL to use instead of private instances. By default the
+#: bench starts its own (tests/support/services.py: own data directory, free port, stopped at the
+#: end): three hosts' pools need more than a stock server's 100 connections at peak (the machine's
+#: answered "too many clients already" to 7 handshakes of 1,500), and nothing else should see
+#: the load.
+ADMIN_DSN = os.environ.get("TIDINGS_BENCH_POSTGRES_DSN", "")
+REDIS_URL = os.environ.get("TIDINGS_BENCH_REDIS_URL", "")
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
 
@@ -151,17 +155,49 @@ class Nginx:
 
 
 def _database() -> tuple[str, Any]:
-    """A private database on the machine's PostgreSQL, and how to drop it."""
+    """A fresh database (on a private PostgreSQL unless TIDINGS_BENCH_POSTGRES_DSN names one),
+    and how to drop it (and stop the private server)."""
+    server = None
+    dsn = ADMIN_DSN
+    if not dsn:
+        from tests.support import services
+
+        server = services.postgres()
+        dsn = server.admin_dsn
     name = f"tidings_bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5)
+    admin = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
     admin.execute(f'CREATE DATABASE "{name}"')
 
     def drop() -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+        if server is not None:
+            server.destroy()
 
-    url = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     return f"{url}/{name}", drop
+
+
+def _redis() -> tuple[str, Any]:
+    """A Redis URL (a private redis-server unless TIDINGS_BENCH_REDIS_URL names one), and how to
+    stop it."""
+    if REDIS_URL:
+        return REDIS_URL, lambda: None
+    from tests.support import services
+
+    server = services.redis_server()
+    return server.url, server.destroy
+
+
+def _tags_by_host(hosts: list[Server]) -> dict[str, int]:
+    """Which host each worker tag belongs to. The welcome names a worker only by a random tag
+    (the start of each connection id), never its host or pid; each worker logs its sockets'
+    ids, so the hosts' logs say which tags are theirs."""
+    found: dict[str, int] = {}
+    for n, server in enumerate(hosts, 1):
+        for tag in re.findall(r"socket open\"? conn=([0-9a-f]+)-", server.read_log()):
+            found[tag] = n
+    return found
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -202,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = RESULTS / f"multihost-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     db_url, drop_database = _database()
+    stop_redis = None
     hosts: list[Server] = []
     nginx: Nginx | None = None
     clients: Clients | None = None
@@ -211,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                   "REALTIME_REDIS_CHANNEL": f"tidings-bench-{uuid.uuid4().hex[:8]}",
                   "REALTIME_BROKER": args.broker}
         if args.broker == "redis":
-            shared["REDIS_URL"] = REDIS_URL
+            shared["REDIS_URL"], stop_redis = _redis()
         migrate_database({**os.environ, "TIDINGS_ENV": "development", **shared})
         port = _free_port(HOSTS)
         per_host = args.sockets // len(HOSTS) + 50
@@ -225,10 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         cookies = session_cookies(db_url, uids)
         specs = [Spec(i, uid, cookies[uid], (f"user:{uid}", "broadcast", "role:user"))
                  for i, uid in enumerate(uids)]
-        host_of = {}
-        for n, server in enumerate(hosts, 1):
-            for pid in server.worker_pids():
-                host_of[pid] = n
+        host_of: dict[str, int] = {}
         clients = Clients(nginx.url.replace("http://", "ws://") + "/ws", nginx.url)
         conn = clients.connect(specs)
         print(f"connected {conn['connected']}/{args.sockets} through nginx in "
@@ -236,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         clients.reconnecting(True)
 
         def host(worker: str) -> int:
-            return host_of.get(int(worker.rsplit(":", 1)[-1] or 0), 0)
+            if worker not in host_of:
+                host_of.update(_tags_by_host(hosts))
+            return host_of.get(worker, 0)
 
         # Phase 1: latency, same host vs cross host.
         clients.reset()
@@ -310,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         for server in hosts:
             server.stop()
         drop_database()
+        if stop_redis is not None:
+            stop_redis()
 
 
 if __name__ == "__main__":
