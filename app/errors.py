@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Flask, current_app, jsonify, render_template, request
 from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 
@@ -45,22 +47,49 @@ SERVER_ERROR_MESSAGE = (
 )
 
 
+#: Shown when the database refused us (down, restarting, out of connections, locked past the
+#: busy timeout): nothing is wrong with the request, and trying again shortly is the fix.
+UNAVAILABLE_MESSAGE = (
+    "The site is briefly unavailable. Nothing you sent was lost; please try again in a moment."
+)
+#: Seconds a client is asked to wait (``Retry-After``) after a database outage answer.
+UNAVAILABLE_RETRY_AFTER = 5
+
+
+def database_unavailable(error: BaseException | None) -> bool:
+    """True for the database failing to answer, as opposed to a bug: the driver's
+    "operational" errors (connection refused or dropped, too many clients, database locked,
+    read-only file) and a pool with no connection to lend."""
+    return isinstance(error, (OperationalError, PoolTimeout))
+
+
 def handle_unexpected_error(error: Exception):
-    """The 500 page, built without the database or the logged-in user.
+    """The 500 page (503 for a database outage), built without the database or the user.
 
     A database outage is a common cause, and the usual page (base.html asks who is logged in;
     context processors may count unread items) would fail in turn, leaving gunicorn's bare
     error page. So the template comes straight from the Jinja environment, with no context
-    processors, and reads nothing but its arguments.
+    processors, and reads nothing but its arguments. An outage answers 503 with
+    ``Retry-After``: clients, proxies and crawlers then know it is temporary (realtime.js
+    backs off and comes back; a 500 reads as a bug).
     """
     # Flask passes the original exception wrapped in InternalServerError for unhandled errors.
+    original = getattr(error, "original_exception", None) or error
+    if database_unavailable(original):
+        code, title, message = 503, "Briefly unavailable", UNAVAILABLE_MESSAGE
+        headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
+    else:
+        code, title, message = 500, "Something went wrong", SERVER_ERROR_MESSAGE
+        headers = {}
     if wants_json():
-        return jsonify({"error": {"code": 500, "message": InternalServerError.description}}), 500
+        description = message if code == 503 else InternalServerError.description
+        return jsonify({"error": {"code": code, "message": description}}), code, headers
     if request_ctx.url_adapter is None:
-        return _plain(500, SERVER_ERROR_MESSAGE)
+        text, _, plain = _plain(code, message)
+        return text, code, {**plain, **headers}
     page = current_app.jinja_env.get_template("errors/500.html").render(
-        code=500, title="Something went wrong", message=SERVER_ERROR_MESSAGE)
-    return page, 500, {"Content-Type": "text/html; charset=utf-8"}
+        code=code, title=title, message=message)
+    return page, code, {"Content-Type": "text/html; charset=utf-8", **headers}
 
 
 def register_errorhandlers(app: Flask) -> None:

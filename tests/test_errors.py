@@ -26,14 +26,18 @@ def test_a_database_outage_shows_the_sites_own_error_page(client, auth, database
     auth.login()
     database_gone()
     response = client.get("/")  # the logged-in dashboard: loading alice needs the database
-    assert response.status_code == 500
+    # An outage is temporary, not a bug: 503 with a time to come back, so browsers' scripts,
+    # proxies and crawlers retry instead of treating the page as broken.
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
     page = response.get_data(as_text=True)
-    assert "Something went wrong" in page
+    assert "briefly unavailable" in page and "try again" in page
     assert 'class="site-header"' in page and "/static/css/site.css" in page
     assert "Traceback" not in page and "OperationalError" not in page
     # JSON clients get JSON, as for every other error.
     as_json = client.get("/", headers={"Accept": "application/json"})
-    assert as_json.status_code == 500 and as_json.get_json()["error"]["code"] == 500
+    assert as_json.status_code == 503 and as_json.get_json()["error"]["code"] == 503
+    assert "briefly unavailable" in as_json.get_json()["error"]["message"]
 
 
 def test_an_error_page_shown_during_an_outage_does_not_need_the_database(client, auth,
@@ -43,8 +47,21 @@ def test_an_error_page_shown_during_an_outage_does_not_need_the_database(client,
     # A 404 page normally has the logged-in header; with no database it falls back to the
     # site's plain error page instead of failing in turn.
     response = client.get("/no-such-page")
-    assert response.status_code == 500
-    assert "Something went wrong" in response.get_data(as_text=True)
+    assert response.status_code == 503
+    assert "briefly unavailable" in response.get_data(as_text=True)
+
+
+def test_a_bug_is_still_a_500_and_says_nothing_of_its_cause(app, client):
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app.get("/boom")
+    def boom():
+        raise ValueError("the secret recipe")
+
+    response = client.get("/boom")
+    assert response.status_code == 500 and "Retry-After" not in response.headers
+    page = response.get_data(as_text=True)
+    assert "Something went wrong" in page and "secret recipe" not in page
 
 
 def test_logged_out_pages_keep_working_without_the_database(client, database_gone):

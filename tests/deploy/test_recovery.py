@@ -121,9 +121,9 @@ def test_a_database_outage_shows_the_sites_error_page_and_the_site_comes_back(po
 
     outage(True)
     response = alice.get(server.url + "/", timeout=30)
-    assert response.status_code == 500
+    assert response.status_code == 503 and response.headers["Retry-After"]
     assert GUNICORN_BARE_PAGE not in response.text
-    assert 'class="site-header"' in response.text and "Something went wrong" in response.text
+    assert 'class="site-header"' in response.text and "briefly unavailable" in response.text
     # Visitors still get the landing page and the login form: neither needs the database.
     assert requests.get(server.url + "/", timeout=10).status_code == 200
     assert requests.get(server.url + "/auth/login", timeout=10).status_code == 200
