@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             shared["REDIS_URL"], stop_redis = _redis()
         migrate_database({**os.environ, "TIDINGS_ENV": "development", **shared})
         port = _free_port(HOSTS)
-        per_host = args.sockets // len(HOSTS) + 50
+        # Each host must be able to take every socket of a dead one: sized for all of them.
+        per_host = args.sockets + 50
         for n, address in enumerate(HOSTS, 1):
             hosts.append(start_tidings(workdir / f"host{n}", per_host, workers=args.workers,
                                        extra=shared, port=port, host=address, migrate=False))
