@@ -666,6 +666,12 @@ class Realtime:
         fn = self._authorizers.get(prefix)
         return bool(fn and rest and fn(identity, rest))
 
+    def needs_authorizer(self, stream: str) -> bool:
+        """True when :meth:`can_follow` would ask one of the site's authorizers about ``stream``
+        (which may query the database, so it needs an app context)."""
+        prefix, _, rest = stream.partition(":")
+        return bool(rest) and prefix not in ("user", "role") and prefix in self._authorizers
+
     @staticmethod
     def default_streams(identity: Identity) -> list[str]:
         return [
