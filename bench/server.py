@@ -86,12 +86,11 @@ TIMED = [
     ("flask_tidings.commands", "CommandRunner._run"),
     ("flask.ctx", "RequestContext.push"),
     ("flask_tidings.commands", "_handle"),
-    ("flask_tidings.commands", "subscribe"),
     ("flask_tidings.commands", "subscribe_many"),
     ("flask_tidings.store", "EventStore.head"),
     ("flask_tidings.store", "EventStore.heads"),
     ("flask_tidings.commands", "catch_up"),
-    ("flask_tidings.hub", "Hub.subscribe"),
+    ("flask_tidings.hub", "Hub.subscribe_many"),
     # The publish path (scenario PUB).
     ("flask.app", "Flask.preprocess_request"),
     ("flask.app", "Flask.dispatch_request"),

@@ -180,18 +180,6 @@ def _dispatch(
         _error(conn, "unknown_type", f"Unknown message type {kind[:40]!r}.", ref)
 
 
-def subscribe(
-    ext: Realtime, state: RealtimeState, conn: Connection, stream: Any, after: Any, ref: Any
-) -> None:
-    """Follow one stream (the single-stream form of the ``subscribe`` message)."""
-    try:
-        wants, _ = subscriptions({"stream": stream, "after": after})
-    except BadMessage as exc:
-        _error(conn, "bad_message", str(exc), ref)
-        return
-    subscribe_many(ext, state, conn, wants, ref, several=False)
-
-
 def subscribe_many(
     ext: Realtime,
     state: RealtimeState,
