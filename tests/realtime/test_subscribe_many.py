@@ -244,3 +244,30 @@ def test_built_in_commands_build_no_request_context_but_site_handlers_do(site, m
 def test_only_small_well_formed_pings_are_answered_by_the_reactor(text, answered):
     frame = messages.pong_frame(text)
     assert (frame[2:] if frame else None) == answered
+
+
+def test_a_ping_is_answered_while_every_pool_thread_is_busy_with_someone_else(tmp_path):
+    """Issue 14: another user's commands hold the whole pool; a pong does not wait for them."""
+    _, realtime, state = make_app(tmp_path, SWEEP_INTERVAL=3600, COMMAND_THREADS=1)
+    release = threading.Event()
+    started = threading.Event()
+
+    @realtime.on("slow")
+    def slow(conn, data):
+        started.set()
+        release.wait(20)
+        return "done"
+
+    busy, pinging = LocalClient(state, "7"), LocalClient(state, "8")
+    try:
+        busy.send({"type": "slow", "ref": "s"})
+        assert started.wait(10)
+        pinging.send({"type": "ping", "ref": "p"})
+        assert pinging.recv() == {"type": "pong", "ref": "p"}
+        release.set()
+        assert busy.recv()["data"] == "done"
+    finally:
+        release.set()
+        busy.close()
+        pinging.close()
+        state.stop()
