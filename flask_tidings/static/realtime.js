@@ -290,6 +290,12 @@
   Realtime.prototype.subscribeFailed = function (message) {
     var streams = [];
     var waiting = message.ref != null ? this.subscribing[message.ref] : null;
+    if (waiting && waiting.length > 1 && message.stream == null && message.code === "bad_message") {
+      // A server from before the several-streams form (a host not yet upgraded): one at a time.
+      delete this.subscribing[message.ref];
+      waiting.filter(this.wants, this).forEach(this.subscribe, this);
+      return true;
+    }
     if (waiting && message.stream != null) {
       if (waiting.indexOf(message.stream) >= 0) streams = [message.stream];
       this.answered(message.ref, message.stream);

@@ -55,3 +55,16 @@ def test_at_connect_the_client_subscribes_all_its_streams_in_one_message_and_ret
     # Only the stream the server could not serve is asked for again, in the one-stream form.
     assert got["retries"] == 1
     assert [(m["type"], m["stream"]) for m in later] == [("subscribe", "role:user")]
+
+
+def test_a_server_from_before_the_several_streams_form_gets_one_subscribe_per_stream():
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed; `make test` installs it (scripts/browser-deps.sh)")
+    result = subprocess.run([node, str(HARNESS.with_name("subscribe.js")), "old-server"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    first, *later = json.loads(result.stdout)["sent"]
+    assert "streams" in first
+    assert [(m.get("stream"), m.get("after")) for m in later] == [
+        ("user:1", 5), ("broadcast", None), ("role:user", None)]

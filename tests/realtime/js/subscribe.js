@@ -13,6 +13,13 @@ const ws = sockets[0];
 welcome(ws, ["user:1", "broadcast", "role:user"]);
 const first = ws.sent[0];
 const ref = first.ref;
+if (process.argv[2] === "old-server") {
+  // A server from before the several-streams form refuses it as a whole.
+  const message = '"stream" must be a stream name.';
+  answer(ws, { type: "error", code: "bad_message", ref, message });
+  process.stdout.write(JSON.stringify({ sent: ws.sent }));
+  process.exit(0);
+}
 answer(ws, { type: "subscribed", stream: "user:1", head: 7, after: 5, ref });
 answer(ws, { type: "subscribed", stream: "broadcast", head: 2, after: 2, ref });
 // The server could not read one stream just then: only that one is tried again.
