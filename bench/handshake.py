@@ -15,6 +15,7 @@ Two views, because each alone misleads on a loaded machine:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -32,9 +33,9 @@ LABELS: list[tuple[str, str]] = [
     ("Realtime.current_identity", "    identity (Flask-Login current_user)"),
     ("LoginManager._load_user", "      Flask-Login user lookup"),
     ("load_user", "        user load + session-version check (DB query)"),
-    ("_origin_allowed", "    Origin check"),
+    ("origin_allowed", "    Origin check"),
     ("RealtimeState.ensure_started", "    ensure_started"),
-    ("RealtimeState.handshake_allowed", "    admission: per-user handshake rate"),
+    ("Admission.reserve", "    admission: caps and handshake rates"),
     ("Server.__init__", "  flask-sock/simple-websocket handshake (101 written)"),
     ("start_connection", "  start_connection (adopt, register, welcome)"),
     ("take_over", "    adopt (dup + socketpair)"),
@@ -42,10 +43,10 @@ LABELS: list[tuple[str, str]] = [
     ("Reactor.add", "    hand to the reactor"),
     ("Connection.send_json", "  control frames written (welcome, subscribed: all callers)"),
     ("Connection.on_readable", "reactor: reading the client's frames"),
-    ("CommandRunner._run", "command pool: running the client's commands (3 subscribes)"),
+    ("CommandRunner._run", "command pool: the client's commands (one subscribe, 3 streams)"),
     ("_handle", "  parse + dispatch a command"),
-    ("subscribe", "    subscribe (authorize, hub, head, reply, catch-up)"),
-    ("Hub.subscribe", "      hub registration"),
+    ("subscribe_many", "    subscribe (authorize, hub, heads, replies, catch-up)"),
+    ("Hub.subscribe_many", "      hub registration"),
     ("EventStore.head", "      heads read, one query per stream"),
     ("EventStore.heads", "      heads read, one query for several streams (or the sweep)"),
     ("catch_up", "      catch-up (nothing missed: a check)"),
@@ -117,7 +118,7 @@ def steps(directory: Path, users: int = 200) -> list[tuple[str, float]]:
     from bench.loadgen import USER_AGENT
     from bench.users import create_users, session_cookies, signing_app
     from flask_tidings import frames
-    from flask_tidings.views import _origin_allowed
+    from flask_tidings.admission import origin_allowed
     from tests.support.live import migrate_database
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -169,11 +170,14 @@ def steps(directory: Path, users: int = 200) -> list[tuple[str, float]]:
         out.append(("identity: context + cookie + Flask-Login + user load",
                     _min_us(identity)))
         with app.test_request_context("/ws", headers=headers, environ_base=environ):
-            out.append(("Origin check", _min_us(lambda: _origin_allowed(origin, []),
+            out.append(("Origin check", _min_us(lambda: origin_allowed(origin, origin, []),
                                                    loops=2000)))
-        state.config["HANDSHAKES_PER_MINUTE"] = 10**9
-        out.append(("admission: handshake rate limit", _min_us(
-            lambda: state.handshake_allowed(str(uid)), loops=2000)))
+        state.admission.limits = dataclasses.replace(
+            state.admission.limits, handshakes_per_minute=10**9,
+            handshakes_per_minute_per_address=10**9)
+        out.append(("admission: caps and handshake rates (reserve + release)", _min_us(
+            lambda: state.admission.reserve(str(uid), "127.0.0.1", time.monotonic()).release(),
+            loops=2000)))
         out.append(("heads: one query per stream (x3)", _min_us(
             lambda: [state.store.head(s) for s in streams])))
         out.append(("heads: one query for the 3 streams", _min_us(

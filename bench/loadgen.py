@@ -184,10 +184,19 @@ class Sock(WSListener):
             peer.attempt = 0
             if self.proc_resumes():
                 peer.update_cursors()
-            for n, stream in enumerate(peer.spec.streams):
-                request: dict[str, Any] = {"type": "subscribe", "stream": stream, "ref": str(n)}
+            # One subscribe for every stream, as flask_tidings/static/realtime.js sends it.
+            entries: list[dict[str, Any]] = []
+            for stream in peer.spec.streams:
+                entry: dict[str, Any] = {"stream": stream}
                 if self.proc_resumes() and stream in peer.cursors:
-                    request["after"] = peer.cursors[stream]
+                    entry["after"] = peer.cursors[stream]
+                entries.append(entry)
+            if entries:
+                request: dict[str, Any] = {"type": "subscribe", "ref": "0"}
+                if len(entries) == 1:
+                    request.update(entries[0])
+                else:
+                    request["streams"] = entries
                 transport.send(WSMsgType.TEXT, json.dumps(request).encode())
             if not peer.spec.streams:
                 self._set_ready()

@@ -36,11 +36,13 @@ def websocket(ws: Any) -> None:
         while True:
             message = json.loads(ws.receive())
             if message.get("type") == "subscribe":  # answered; the fan-out ignores it
-                stream = message.get("stream")
-                with lock:
-                    head = heads.get(stream, 0)
-                ws.send(json.dumps({"type": "subscribed", "stream": stream, "head": head,
-                                    "after": head, "ref": message.get("ref")}))
+                # One stream, or several in one message (as realtime.js sends them).
+                for entry in message.get("streams") or [message]:
+                    stream = entry.get("stream")
+                    with lock:
+                        head = heads.get(stream, 0)
+                    ws.send(json.dumps({"type": "subscribed", "stream": stream, "head": head,
+                                        "after": head, "ref": message.get("ref")}))
     except Exception:
         pass
     finally:

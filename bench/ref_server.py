@@ -50,16 +50,22 @@ async def socket(ws: ServerConnection) -> None:
     try:
         async for text in ws:
             message = json.loads(text)
-            stream = message.get("stream")
-            if message.get("type") != "subscribe" or stream not in own:
+            if message.get("type") != "subscribe":
                 await ws.send(json.dumps({"type": "error", "code": "forbidden",
                                           "ref": message.get("ref")}))
                 continue
-            rooms[stream].add(ws)
-            followed.add(stream)
-            await ws.send(json.dumps({"type": "subscribed", "stream": stream,
-                                      "head": heads[stream], "after": heads[stream],
-                                      "ref": message.get("ref")}))
+            # One stream, or several in one message (as realtime.js sends them).
+            for entry in message.get("streams") or [message]:
+                stream = entry.get("stream")
+                if stream not in own:
+                    await ws.send(json.dumps({"type": "error", "code": "forbidden",
+                                              "stream": stream, "ref": message.get("ref")}))
+                    continue
+                rooms[stream].add(ws)
+                followed.add(stream)
+                await ws.send(json.dumps({"type": "subscribed", "stream": stream,
+                                          "head": heads[stream], "after": heads[stream],
+                                          "ref": message.get("ref")}))
     except ConnectionClosed:
         pass  # the clients drop their sockets without a close frame when a session ends
     finally:

@@ -166,6 +166,11 @@ class Broker:
     def state(self) -> dict[str, Any]:
         return {"kind": self.name, "state": "connected"}
 
+    @property
+    def connected(self) -> bool:
+        """True while what other processes publish reaches this one (their disconnects too)."""
+        return getattr(self, "_state", "connected") == "connected"
+
     def _stamp(self, message: dict[str, Any]) -> dict[str, Any]:
         message["site"] = self.site
         return message

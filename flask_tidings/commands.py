@@ -1,8 +1,11 @@
 """Client commands, run on a small thread pool: subscribe, catch-up from the log, site handlers.
 
 A connection's commands run one at a time and in order (it is scheduled on the pool only while
-it has work), each inside a request context rebuilt from the handshake, so site handlers see
-``current_user``, ``request`` and a fresh database session exactly as in a view.
+it has work). A site handler runs inside a request context rebuilt from the handshake, so it
+sees ``current_user``, ``request`` and a fresh database session exactly as in a view. The
+built-in commands need none of that (the identity was fixed at the handshake), and rebuilding
+one costs a session cookie decode and a user load per command: they run without it, and site
+authorizers they call run in an app context. ``ping`` never gets here: the reactor answers it.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from flask import has_app_context
+
 from . import frames
 from .connection import Connection
 from .cursor import StreamCursor
+from .messages import BadMessage, Want, subscriptions, valid_ref
 
 if TYPE_CHECKING:
     from .extension import Realtime, RealtimeState
@@ -32,6 +38,8 @@ MAX_STREAMS = 200
 BATCH = 2
 #: Seconds of clock disagreement tolerated when a late subscribe looks up where a stream stood.
 CLOCK_MARGIN = 1.0
+#: Commands of the layer itself: they run without a request context (see the module docstring).
+BUILT_IN = frozenset({"subscribe", "unsubscribe", "ping"})
 
 
 class CommandRunner:
@@ -49,8 +57,7 @@ class CommandRunner:
             if command is None:
                 return
             try:
-                with self.state.app.request_context(_environ(conn)):
-                    _handle(self.ext, self.state, conn, command)
+                _handle(self.ext, self.state, conn, command)
             except Exception:
                 log.exception("realtime command failed conn=%s", conn.id)
                 conn.send_json(
@@ -123,17 +130,18 @@ def _handle(ext: Realtime, state: RealtimeState, conn: Connection, command: Any)
         _error(conn, "bad_message", 'A message is a JSON object with a string "type".')
         return
     ref = message.get("ref")
-    if not (
-        ref is None
-        or (isinstance(ref, (str, int)) and not isinstance(ref, bool) and len(str(ref)) <= 64)
-    ):
+    if not valid_ref(ref):
         _error(conn, "bad_message", '"ref" must be a short string or number.')
         return
     if not isinstance(message.get("type"), str):
         _error(conn, "bad_message", 'A message is a JSON object with a string "type".', ref)
         return
     try:
-        _dispatch(ext, state, conn, message, ref)
+        if message["type"] in BUILT_IN:
+            _dispatch(ext, state, conn, message, ref)
+        else:
+            with state.app.request_context(_environ(conn)):
+                _dispatch(ext, state, conn, message, ref)
     except Exception:
         log.exception("realtime command %r failed conn=%s", message["type"][:40], conn.id)
         _error(conn, "server_error", "The server could not handle that message.", ref)
@@ -144,7 +152,12 @@ def _dispatch(
 ) -> None:
     kind = message["type"]
     if kind == "subscribe":
-        subscribe(ext, state, conn, message.get("stream"), message.get("after"), ref)
+        try:
+            wants, several = subscriptions(message)
+        except BadMessage as exc:
+            _error(conn, "bad_message", str(exc), ref)
+            return
+        subscribe_many(ext, state, conn, wants, ref, several)
     elif kind == "unsubscribe":
         stream = message.get("stream")
         if isinstance(stream, str) and stream in conn.streams:
@@ -167,75 +180,128 @@ def _dispatch(
         _error(conn, "unknown_type", f"Unknown message type {kind[:40]!r}.", ref)
 
 
-def subscribe(
-    ext: Realtime, state: RealtimeState, conn: Connection, stream: Any, after: Any, ref: Any
+def subscribe_many(
+    ext: Realtime,
+    state: RealtimeState,
+    conn: Connection,
+    wants: list[Want],
+    ref: Any,
+    several: bool,
 ) -> None:
-    if not isinstance(stream, str) or not 0 < len(stream) <= 200:
-        _error(conn, "bad_message", '"stream" must be a stream name.', ref)
-        return
-    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
-        _error(conn, "bad_message", '"after" must be a non-negative integer.', ref)
-        return
-    if not ext.can_follow(conn.identity, stream):
-        _error(conn, "forbidden", f"You may not follow {stream[:80]!r}.", ref)
-        return
-    with conn.lock:
-        current = conn.streams.get(stream)
-        # Asked again after an error: try now, and answer this ref when it works.
-        retry = current is not None and current.resubscribe(ref)
-    if retry:
+    """Follow ``wants``: each is answered on its own (``subscribed`` or an error naming it, all
+    with ``ref``), and the heads of the new ones are read with one query, not one each.
+
+    A stream refused (forbidden, over the cap) costs the others nothing. Every new stream is
+    registered (hub and cursor) before the heads are read, so no live event can slip between
+    the two; a failed read leaves each new stream marked ``failed`` and repairable, exactly as
+    a single subscribe's would (see :func:`catch_up`).
+    """
+    allowed = _allowed(ext, state, conn, [want.stream for want in wants])
+    fresh: list[str] = []
+    retries: list[str] = []
+    for want in wants:
+        stream = want.stream
+        if not allowed[stream]:
+            _stream_error(conn, "forbidden", f"You may not follow {stream[:80]!r}.", ref,
+                          stream if several else None)
+            continue
+        with conn.lock:
+            current = conn.streams.get(stream)
+            # Asked again after an error: try now, and answer this ref when it works.
+            retry = current is not None and current.resubscribe(ref)
+            cursor = current.cursor if current is not None else 0
+            full = current is None and len(conn.streams) >= MAX_STREAMS
+            if current is None and not full:
+                # Registered before the head is read: until the catch-up is done, live events
+                # only raise "seen".
+                conn.streams[stream] = StreamCursor(after=want.after, ref=ref, pending=True)
+        if retry:
+            retries.append(stream)
+        elif current is not None:
+            conn.send_json({"type": "subscribed", "stream": stream, "ref": ref, "after": cursor})
+        elif full:
+            _stream_error(conn, "too_many_streams", f"At most {MAX_STREAMS} streams per "
+                          "connection.", ref, stream if several else None)
+        else:
+            fresh.append(stream)
+    for stream in retries:
         catch_up(state, conn, stream)
+    if not fresh:
         return
-    if current is not None:
-        conn.send_json(
-            {"type": "subscribed", "stream": stream, "ref": ref, "after": current.cursor}
-        )
+    state.hub.subscribe_many(conn, fresh)
+    try:
+        heads = state.store.heads(fresh) if len(fresh) > 1 else None
+    except Exception as exc:
+        for stream in fresh:
+            _read_failed(conn, stream, exc)
         return
-    if len(conn.streams) >= MAX_STREAMS:
-        _error(conn, "too_many_streams", f"At most {MAX_STREAMS} streams per connection.", ref)
-        return
-    # Registered before the head is read, so no live event can slip between the two: until the
-    # catch-up is done, live events only raise "seen".
-    with conn.lock:
-        conn.streams[stream] = StreamCursor(after=after, ref=ref, pending=True)
-    state.hub.subscribe(conn, stream)
-    catch_up(state, conn, stream)
+    for stream in fresh:
+        catch_up(state, conn, stream, None if heads is None else heads.get(stream, 0))
 
 
-def catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
+def _allowed(
+    ext: Realtime, state: RealtimeState, conn: Connection, streams: list[str]
+) -> dict[str, bool]:
+    """Who may follow what; a site's authorizer (it may query the database) gets an app
+    context, which costs far less than the request context this path no longer builds."""
+    if has_app_context() or not any(ext.needs_authorizer(stream) for stream in streams):
+        return {stream: ext.can_follow(conn.identity, stream) for stream in streams}
+    with state.app.app_context():
+        return {stream: ext.can_follow(conn.identity, stream) for stream in streams}
+
+
+def _stream_error(conn: Connection, code: str, message: str, ref: Any, stream: str | None) -> None:
+    reply: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if stream is not None:
+        reply["stream"] = stream  # a subscribe of several streams: which one this is about
+    if ref is not None:
+        reply["ref"] = ref
+    conn.send_json(reply)
+
+
+def catch_up(
+    state: RealtimeState, conn: Connection, stream: str, head: int | None = None
+) -> None:
     """Write every stored event after the connection's cursor, then go live again.
 
     Any failure (the database refused a read) leaves the stream marked ``failed`` with a retry
     time: the next live event, the sweep's next nudge or the client's next subscribe runs this
     again, from where it stopped. The client is told with an ``unavailable`` error naming the
     stream (with the ``ref`` of a subscribe still waiting for its answer), so it may retry too.
+    ``head``: the stream's head, already read (a subscribe of several streams reads them all in
+    one query) for a subscription still pending.
     """
     try:
-        _catch_up(state, conn, stream)
+        _catch_up(state, conn, stream, -1 if head is None else head)
     except Exception as exc:
-        with conn.lock:
-            stream_state = conn.streams.get(stream)
-            if stream_state is None:
-                return
-            # The client is told too (see StreamCursor.fail): it may retry, as realtime.js does.
-            delay, tell, ref = stream_state.fail(time.monotonic())
-        log.warning(
-            "realtime catch-up failed conn=%s stream=%s (%s: %s); retrying in %.1fs",
-            conn.id, stream, type(exc).__name__, str(exc).splitlines()[0][:200], delay,
-        )
-        if tell:
-            reply: dict[str, Any] = {
-                "type": "error",
-                "code": "unavailable",
-                "stream": stream,
-                "message": "The server could not read this stream just now; it keeps trying.",
-            }
-            if ref is not None:
-                reply["ref"] = ref
-            conn.send_json(reply)
+        _read_failed(conn, stream, exc)
 
 
-def _catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
+def _read_failed(conn: Connection, stream: str, exc: Exception) -> None:
+    """A read of ``stream``'s log failed: mark it for a retry and tell the client."""
+    with conn.lock:
+        stream_state = conn.streams.get(stream)
+        if stream_state is None:
+            return
+        # The client is told too (see StreamCursor.fail): it may retry, as realtime.js does.
+        delay, tell, ref = stream_state.fail(time.monotonic())
+    log.warning(
+        "realtime catch-up failed conn=%s stream=%s (%s: %s); retrying in %.1fs",
+        conn.id, stream, type(exc).__name__, str(exc).splitlines()[0][:200], delay,
+    )
+    if tell:
+        reply: dict[str, Any] = {
+            "type": "error",
+            "code": "unavailable",
+            "stream": stream,
+            "message": "The server could not read this stream just now; it keeps trying.",
+        }
+        if ref is not None:
+            reply["ref"] = ref
+        conn.send_json(reply)
+
+
+def _catch_up(state: RealtimeState, conn: Connection, stream: str, known_head: int) -> None:
     """Stops early when the client's outbox is half full; the reactor queues the catch-up again
     once the client has read its backlog. A head just read spares the query for a client that is
     already up to date (most subscribes)."""
@@ -246,7 +312,10 @@ def _catch_up(state: RealtimeState, conn: Connection, stream: str) -> None:
         if stream_state is None:
             return
         if stream_state.pending:
-            head = state.store.head(stream)
+            if known_head >= 0 and not stream_state.needs_since:
+                head, known_head = known_head, -1
+            else:
+                head = state.store.head(stream)
             since = None
             if stream_state.needs_since:
                 # Late: start where the stream stood when the client asked, not where it

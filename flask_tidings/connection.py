@@ -35,6 +35,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from . import frames
 from .cursor import Step, StreamCursor
 from .inbound import Action, InboundLimits, InboundMeter, TokenBucket
+from .messages import pong_frame
 
 if TYPE_CHECKING:
     from wsproto import WSConnection
@@ -443,7 +444,14 @@ class Connection:
         else:
             return
         if outcome.action is Action.DELIVER:
-            self.push_command(outcome.text)
+            # A ping is answered here, not behind the pool's queue (issue 14): already counted
+            # by the meter, and pong_frame parses only short messages.
+            pong = pong_frame(outcome.text)
+            if pong is None:
+                self.push_command(outcome.text)
+            else:
+                with self.lock:
+                    self._write_locked(pong)
         elif outcome.action is Action.REFUSE:
             self.send_json(
                 {"type": "error", "code": "rate_limited", "message": "too many messages; slow down"}

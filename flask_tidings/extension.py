@@ -29,6 +29,7 @@ from .cluster import ClusterReporter
 from .commands import CommandRunner
 from .connection import SIGNED_OUT, Connection, Identity, Limits
 from .hub import Hub
+from .identities import IdentityCache
 from .local import LocalBroker, site_directory
 from .reactor import Reactor
 from .store import Event, EventStore, envelope, site_identity
@@ -202,6 +203,7 @@ class RealtimeState:
             restart_window=float(self.config["RESTART_WINDOW"]),
         )
         self.hub = Hub()
+        self.identities = IdentityCache(float(self.config["IDENTITY_CACHE_SECONDS"]))
         self.accepting = True
         self.admission = Admission(
             AdmissionLimits(
@@ -362,13 +364,14 @@ class RealtimeState:
                 return
             self.worker = f"{os.uname().nodename}:{pid}"
             self.hub = Hub()
+            self.identities = IdentityCache(self.identities.ttl)
             self.reactor = process_reactor()
             self.commands = CommandRunner(self.ext, self, int(self.config["COMMAND_THREADS"]))
             if self._broker_pid != pid:
                 self.broker = self._make_broker()
                 self._broker_pid = pid
             assert self.broker is not None
-            self.broker.start(self._deliver, lambda: self.sweep(immediate=True))
+            self.broker.start(self._deliver, self._resync)
             self._stopping = threading.Event()
             threading.Thread(target=self._sweep_forever, name="tidings-sweep", daemon=True).start()
             if not self.broker.ready.wait(float(self.config["BROKER_READY_TIMEOUT"])):
@@ -407,10 +410,18 @@ class RealtimeState:
                 except Exception:
                     log.exception("realtime listener failed")
 
+    def _resync(self) -> None:
+        """The broker may have lost messages (a reconnect): a disconnect among them would leave
+        a revoked session remembered, so forget every session; the sweep catches streams up."""
+        self.identities.clear()
+        self.sweep(immediate=True)
+
     def _control(self, message: dict[str, Any]) -> None:
         if message.get("op") == "disconnect_user":
             code = int(message.get("code", SIGNED_OUT))
             reason = str(message.get("reason", ""))
+            # First: a handshake from now on loads the user again (and finds the session gone).
+            self.identities.forget_user(str(message["user"]))
             # Remembered with the time, so a handshake still in flight is closed on arrival.
             for conn in self.hub.disconnect_user(
                 str(message["user"]), code, reason, time.monotonic()
@@ -621,6 +632,38 @@ class Realtime:
         """Who the current request is from, by the registered identity loader."""
         return as_identity(self._identity_loader())
 
+    def handshake_identity(self, state: RealtimeState) -> Identity | None:
+        """:meth:`current_identity`, remembered per login session for a few seconds (see
+        identities.py) when the site uses Flask-Login's sessions and the broker can tell this
+        worker about logouts elsewhere."""
+        key = self._session_key(state)
+        if key is None:
+            return self.current_identity()
+        cache = state.identities
+        identity = cache.get(key, time.monotonic())
+        if identity is not None:
+            return identity
+        generation = cache.generation
+        identity = self.current_identity()
+        if identity is not None:
+            cache.put(key, identity, time.monotonic(), generation)
+        return identity
+
+    def _session_key(self, state: RealtimeState) -> str | None:
+        """Flask-Login's ``"<id>.<session version>"`` from the signed session, or None where the
+        cache must not be used."""
+        if self._identity_loader is not default_identity or state.identities.ttl <= 0:
+            return None
+        if state.broker is None or not state.broker.connected:
+            return None
+        manager = getattr(current_app, "login_manager", None)
+        if manager is None or manager.session_protection == "strong":
+            return None  # strong protection may refuse a session for its address: load it
+        from flask import session
+
+        key = session.get("_user_id")
+        return key if isinstance(key, str) and key else None
+
     def identity_loader(self, fn: IdentityLoader) -> IdentityLoader:
         """Register how to tell who opens a socket (default: Flask-Login's ``current_user``)."""
         self._identity_loader = fn
@@ -667,6 +710,12 @@ class Realtime:
             return rest in identity.roles
         fn = self._authorizers.get(prefix)
         return bool(fn and rest and fn(identity, rest))
+
+    def needs_authorizer(self, stream: str) -> bool:
+        """True when :meth:`can_follow` would ask one of the site's authorizers about ``stream``
+        (which may query the database, so it needs an app context)."""
+        prefix, _, rest = stream.partition(":")
+        return bool(rest) and prefix not in ("user", "role") and prefix in self._authorizers
 
     @staticmethod
     def default_streams(identity: Identity) -> list[str]:

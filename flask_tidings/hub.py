@@ -68,6 +68,12 @@ class Hub:
         with self._lock:
             self._streams[stream].add(conn)
 
+    def subscribe_many(self, conn: Connection, streams: list[str]) -> None:
+        """Several streams under one acquisition of the lock (a subscribe of several)."""
+        with self._lock:
+            for stream in streams:
+                self._streams[stream].add(conn)
+
     def unsubscribe(self, conn: Connection, stream: str) -> None:
         with self._lock:
             self._discard(stream, conn)

@@ -20,6 +20,11 @@ WORKERS = 1
 #: Sockets one worker holds at most (admission control: past it, 503 + Retry-After). A socket
 #: holds no thread: the reactor reads them all and a small pool runs their commands.
 MAX_SOCKETS = 10000
+#: Seconds a worker remembers who a login session is, so a reload, another tab or a reconnect
+#: skips the user load. Logout, password change and deactivation (``disconnect_user``) reach
+#: every worker and end it at once; other changes to a user (roles) show at the next load,
+#: unless the site calls ``disconnect_user``. 0 turns it off. Used with Flask-Login only.
+IDENTITY_CACHE_SECONDS = 30.0
 #: Threads per worker that run client commands (subscribe, catch-up, chat sends ...).
 COMMAND_THREADS = 16
 #: Sockets one user may hold in one worker (tabs). Past it the handshake gets 429.

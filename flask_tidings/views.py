@@ -115,7 +115,8 @@ def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | N
         if refusal is not None:
             log.info("socket refused: %s status=%s", refusal.reason, refusal.status)
             return _answer(refusal)
-    identity = ext.current_identity()
+    state.ensure_started()  # first: the identity cache needs to know the broker is connected
+    identity = ext.handshake_identity(state)
     if identity is None:
         state.refused_auth += 1
         log.info("socket refused: not logged in")
@@ -126,7 +127,6 @@ def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | N
         state.refused_auth += 1
         log.info("socket refused: origin %s user=%s", origin, identity.user_id)
         return _refuse(403, "This origin may not open a realtime connection.")
-    state.ensure_started()
     _warn_without_gunicorn_hook()
     if not reserve:
         if not state.accepting:

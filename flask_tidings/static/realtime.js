@@ -4,7 +4,8 @@
  * - Reconnects with capped exponential backoff and full jitter (0.5 s to 20 s); after a server
  *   restart, when the server says ("restart; retry in 1.7s"), then at most 5 s apart.
  * - Calls a connection stale after 2.5 heartbeats of silence and reopens it.
- * - Resumes every stream from the last event id it saw, so nothing is missed or shown twice.
+ * - Resumes every stream from the last event id it saw, so nothing is missed or shown twice;
+ *   one subscribe message asks for all of them at (re)connect.
  * - Retries a subscribe the server could not serve just then ("unavailable", "server_error")
  *   with capped, jittered backoff, until the stream is live again.
  * - On {"type": "reset"} (the server no longer holds the events after our cursor) emits a
@@ -53,7 +54,7 @@
     this.state = "offline";
     this.statusEl = document.getElementById("rt-status");
     this.followed = {};         // streams the server confirmed on this socket
-    this.subscribing = {};      // ref of a subscribe in flight -> stream
+    this.subscribing = {};      // ref of a subscribe in flight -> [streams still unanswered]
     this.retries = {};          // stream -> failed subscribes in a row
     this.retryTimers = {};      // stream -> timer of the next subscribe
     this.welcomed = false;
@@ -207,7 +208,7 @@
       this.welcome = message;
       this.welcomed = true;
       var streams = message.streams.concat(Object.keys(this.extra));
-      for (var i = 0; i < streams.length; i++) this.subscribe(streams[i]);
+      this.subscribeAll(streams.filter(function (s, i) { return streams.indexOf(s) === i; }));
       this.setState("live");
       this.emit("welcome", message);
       return;
@@ -224,7 +225,7 @@
       return;
     }
     if (type === "subscribed") {
-      if (message.ref != null) delete this.subscribing[message.ref];
+      this.answered(message.ref, message.stream);
       clearTimeout(this.retryTimers[message.stream]);
       delete this.retryTimers[message.stream];
       delete this.retries[message.stream];
@@ -244,11 +245,37 @@
   };
 
   Realtime.prototype.subscribe = function (stream) {
-    var after = this.cursors[stream];
+    this.subscribeAll([stream]);
+  };
+
+  /* One subscribe message for all of ``streams``, each from its cursor: the server answers
+     each stream on its own (a "subscribed" or an error naming it), all with the same ref. */
+  Realtime.prototype.subscribeAll = function (streams) {
+    if (!streams.length) return;
     var ref = "s" + this.nextRef++;
-    var message = { type: "subscribe", stream: stream, ref: ref };
-    if (after != null) message.after = after;
-    if (this.raw(message)) this.subscribing[ref] = stream;
+    var cursors = this.cursors;
+    var entries = streams.map(function (stream) {
+      var entry = { stream: stream };
+      if (cursors[stream] != null) entry.after = cursors[stream];
+      return entry;
+    });
+    var message = { type: "subscribe", ref: ref };
+    if (entries.length === 1) {
+      message.stream = entries[0].stream;   // the one-stream form every server understands
+      if (entries[0].after != null) message.after = entries[0].after;
+    } else {
+      message.streams = entries;
+    }
+    if (this.raw(message)) this.subscribing[ref] = streams.slice();
+  };
+
+  /* ``stream`` of the subscribe ``ref`` got its answer. */
+  Realtime.prototype.answered = function (ref, stream) {
+    var waiting = ref != null ? this.subscribing[ref] : null;
+    if (!waiting) return;
+    var at = waiting.indexOf(stream);
+    if (at >= 0) waiting.splice(at, 1);
+    if (!waiting.length) delete this.subscribing[ref];
   };
 
   /* A stream this page wants on the current socket (a default one, or one it follows). */
@@ -257,19 +284,37 @@
     return !!(this.welcome && this.welcome.streams.indexOf(stream) >= 0);
   };
 
-  /* An error for one of our subscribes (by its ref), or the server saying that a stream we
-     follow is delayed: try that subscribe again later. True when the error was about that. */
+  /* An error for one of our subscribes (by its ref; about one of its streams when it names
+     one, else about all of them), or the server saying that a stream we follow is delayed:
+     try those subscribes again later. True when the error was about that. */
   Realtime.prototype.subscribeFailed = function (message) {
-    var stream = null;
-    if (message.ref != null && this.subscribing[message.ref] != null) {
-      stream = this.subscribing[message.ref];
+    var streams = [];
+    var waiting = message.ref != null ? this.subscribing[message.ref] : null;
+    if (waiting && waiting.length > 1 && message.stream == null && message.code === "bad_message") {
+      // A server from before the several-streams form (a host not yet upgraded): one at a time.
+      delete this.subscribing[message.ref];
+      waiting.filter(this.wants, this).forEach(this.subscribe, this);
+      return true;
+    }
+    if (waiting && message.stream != null) {
+      if (waiting.indexOf(message.stream) >= 0) streams = [message.stream];
+      this.answered(message.ref, message.stream);
+    } else if (waiting) {
+      streams = waiting;
       delete this.subscribing[message.ref];
     } else if (message.ref == null && message.code === "unavailable" && message.stream) {
-      stream = message.stream;
+      streams = [message.stream];
     }
-    if (stream == null || !this.wants(stream)) return false;
+    streams = streams.filter(this.wants, this);
+    if (!streams.length) return false;
     this.emit("error", message);
     if (!RETRYABLE[message.code]) return true;
+    streams.forEach(this.retryLater, this);
+    return true;
+  };
+
+  /* Subscribe ``stream`` again after a capped, jittered backoff. */
+  Realtime.prototype.retryLater = function (stream) {
     var tries = (this.retries[stream] || 0) + 1;
     this.retries[stream] = tries;
     var cap = Math.min(MAX_DELAY, MIN_DELAY * Math.pow(2, tries - 1));
@@ -281,7 +326,6 @@
       // A new socket subscribes everything anyway; an unfollowed stream stays unfollowed.
       if (self.ws === ws && self.wants(stream)) self.subscribe(stream);
     }, delay);
-    return true;
   };
 
   Realtime.prototype.clearRetries = function () {

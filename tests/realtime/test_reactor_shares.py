@@ -216,6 +216,7 @@ def test_an_exception_in_one_sockets_input_closes_that_socket_with_1011_only(con
         raise RuntimeError("the command pool refused the work")
 
     broken.schedule = explode
-    victim.send(frame(TEXT, b'{"type":"ping"}'))
+    # A command for the pool (a ping would be answered by the reactor itself).
+    victim.send(frame(TEXT, b'{"type":"unsubscribe","stream":"broadcast"}'))
     assert victim.close_code() == 1011
     assert round_trip(healthy, "still")["type"] == "pong"

@@ -39,3 +39,32 @@ def test_while_the_restarted_server_is_not_up_retries_stay_at_most_five_seconds_
     assert len(got) == 13
     # The generic backoff would be up to 20 s apart by now.
     assert max(got[1:]) <= 5000
+
+
+def test_at_connect_the_client_subscribes_all_its_streams_in_one_message_and_retries_one():
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed; `make test` installs it (scripts/browser-deps.sh)")
+    result = subprocess.run([node, str(HARNESS.with_name("subscribe.js"))], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    first, *later = got["sent"]
+    assert first == {"type": "subscribe", "ref": first["ref"], "streams": [
+        {"stream": "user:1", "after": 5}, {"stream": "broadcast"}, {"stream": "role:user"}]}
+    # Only the stream the server could not serve is asked for again, in the one-stream form.
+    assert got["retries"] == 1
+    assert [(m["type"], m["stream"]) for m in later] == [("subscribe", "role:user")]
+
+
+def test_a_server_from_before_the_several_streams_form_gets_one_subscribe_per_stream():
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed; `make test` installs it (scripts/browser-deps.sh)")
+    result = subprocess.run([node, str(HARNESS.with_name("subscribe.js")), "old-server"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    first, *later = json.loads(result.stdout)["sent"]
+    assert "streams" in first
+    assert [(m.get("stream"), m.get("after")) for m in later] == [
+        ("user:1", 5), ("broadcast", None), ("role:user", None)]

@@ -28,6 +28,32 @@ def test_logout_closes_the_users_sockets_in_every_worker(redis_server, live_logi
             client.close()
 
 
+def test_a_session_logged_out_in_one_worker_opens_no_socket_in_any_worker_afterwards(
+        redis_server, live_login_as):
+    """Both workers remember the session (issue 18: no user load per handshake); the logout
+    makes each forget it before it closes the sockets, so once they are closed, the old cookie
+    is refused everywhere."""
+    http = live_login_as(redis_server, "alice", "alice-demo-pass")
+    clients = clients_on_both_workers(redis_server, http)
+    old_cookie = cookie_header(http)
+    try:
+        token = csrf_token_from(http.get(redis_server.url + "/").text)
+        http.post(redis_server.url + "/auth/logout", data={"csrf_token": token})
+        assert [client.close_frame()[0] for client in clients] == [4001, 4001]
+        for _ in range(10):  # the kernel picks the worker: both get their turn
+            try:
+                ws = websocket.create_connection(ws_url(redis_server), cookie=old_cookie,
+                                                 origin=redis_server.url, timeout=5)
+            except websocket.WebSocketBadStatusException as exc:
+                assert exc.status_code == 401
+            else:
+                ws.close()
+                raise AssertionError("a logged-out session opened a socket")
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_a_deactivated_user_is_disconnected_live_and_cannot_come_back(server, live_login_as):
     victim = live_login_as(server, "bob", "bob-demo-pass")
     client = Client(server, victim)

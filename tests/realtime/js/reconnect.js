@@ -8,12 +8,12 @@ const vm = require("vm");
 const source = fs.readFileSync(
   path.join(__dirname, "..", "..", "..", "flask_tidings", "static", "realtime.js"), "utf8");
 
-function browser() {
+function browser(cursors = "{}") {
   const timers = [];
   const sockets = [];
   class FakeWebSocket {
-    constructor(url) { this.url = url; this.readyState = 0; sockets.push(this); }
-    send() {}
+    constructor(url) { this.url = url; this.readyState = 0; this.sent = []; sockets.push(this); }
+    send(data) { this.sent.push(JSON.parse(data)); }
     close() { this.readyState = 3; }
   }
   const listeners = {};
@@ -34,7 +34,7 @@ function browser() {
     document: {
       readyState: "complete",
       visibilityState: "visible",
-      body: { dataset: { realtimeUrl: "/ws", realtimeCheck: "/ws/check", realtimeCursors: "{}" } },
+      body: { dataset: { realtimeUrl: "/ws", realtimeCheck: "/ws/check", realtimeCursors: cursors } },
       getElementById() { return null; },
       addEventListener(type, fn) { (listeners[type] = listeners[type] || []).push(fn); },
     },
@@ -46,10 +46,10 @@ function browser() {
   return { context, timers, sockets };
 }
 
-function welcome(ws) {
+function welcome(ws, streams = []) {
   ws.readyState = 1;
   ws.onopen();
-  ws.onmessage({ data: JSON.stringify({ type: "welcome", heartbeat: 25, streams: [] }) });
+  ws.onmessage({ data: JSON.stringify({ type: "welcome", heartbeat: 25, streams }) });
 }
 
 const flush = () => new Promise((resolve) => setImmediate(resolve));
@@ -76,4 +76,6 @@ async function main(scenario) {
   process.stdout.write(JSON.stringify({ delays: reconnectDelays() }));
 }
 
-main(process.argv[2]);
+module.exports = { browser, welcome };
+
+if (require.main === module) main(process.argv[2]);
