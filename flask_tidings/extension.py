@@ -31,7 +31,7 @@ from .connection import SIGNED_OUT, Connection, Identity, Limits
 from .hub import Hub
 from .local import LocalBroker, site_directory
 from .reactor import Reactor
-from .store import Event, EventStore, envelope, site_identity
+from .store import KEY_LENGTH, Event, EventStore, envelope, site_identity
 
 log = logging.getLogger("tidings.realtime")
 
@@ -86,6 +86,23 @@ _USER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 #: Stream names: ``prefix:rest`` or a bare word, printable, no spaces.
 _STREAM = re.compile(r"[A-Za-z0-9_.:@-]{1,200}")
 _TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: Idempotency keys: printable ASCII without spaces (a UUID, a form's token), 1-128 characters.
+_KEY = re.compile(r"[\x21-\x7e]{1,%d}" % KEY_LENGTH)
+
+
+def check_key(key: Any) -> str | None:
+    """An idempotency key as given, ``None`` for none; anything else is a ``ValueError``.
+
+    Sites can call it on an ``Idempotency-Key`` header to answer 400 before doing any work.
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise ValueError(
+            f"an idempotency key is 1-{KEY_LENGTH} printable ASCII characters without spaces, "
+            f"not {key!r:.60}"
+        )
+    return key
 
 
 def _user_id(user: Any) -> str:
@@ -451,9 +468,11 @@ class RealtimeState:
             budget=float(self.config["RETENTION_BUDGET"]),
         )
 
-    def publish_in(self, session: Any, stream: str, type_: str, data: Any) -> Event:
+    def publish_in(
+        self, session: Any, stream: str, type_: str, data: Any, key: str | None = None
+    ) -> Event:
         """``Realtime.publish(..., session=...)``: the event joins the session's transaction."""
-        return _publish_in(self, session, stream, type_, data)
+        return _publish_in(self, session, stream, type_, data, key)
 
     def _sweep_forever(self) -> None:
         stopping = self._stopping
@@ -696,7 +715,13 @@ class Realtime:
         )
 
     def publish(
-        self, stream: str, type_: str, data: Any = None, *, session: Any = None
+        self,
+        stream: str,
+        type_: str,
+        data: Any = None,
+        *,
+        session: Any = None,
+        key: str | None = None,
     ) -> Event:
         """Store an event on ``stream`` and push it to every follower, in every worker.
 
@@ -708,13 +733,19 @@ class Realtime:
             rows the caller wrote, and is pushed only after the commit. "Stored" then always
             means "will be delivered" and a view needs no second pooled connection. Without
             it the event commits at once, in a transaction of its own.
+        :param key: an idempotency key (a form's one-time token, an ``Idempotency-Key``
+            header): if ``stream`` already holds an event published with this key, nothing is
+            stored or pushed and that first event comes back with ``replayed=True``. A retry
+            after a lost answer or a double submit thus publishes once. Keys are remembered as
+            long as their event is kept (``REALTIME_RETENTION_*``).
         :returns: the stored :class:`Event` (with its sequence number).
         :raises PublishTimeout: the log stayed locked past ``REALTIME_PUBLISH_TIMEOUT``.
         """
         _check_event(stream, type_, data)
+        key = check_key(key)
         state = self.state()
         if session is not None:
-            return state.publish_in(session, stream, type_, data)
+            return state.publish_in(session, stream, type_, data, key)
         broker = state.ensure_publishing() if state.deliver_live else None
         timeout = float(state.config["PUBLISH_TIMEOUT"])
         state.store.lock_timeout = timeout
@@ -725,33 +756,51 @@ class Realtime:
                 announced.append(broker.announce_in(conn, event))
 
         with state.store.writing(timeout) as lock:
-            event = state.store.append(stream, type_, data, announce=announce)
+            event = state.store.append(stream, type_, data, announce=announce, key=key)
             lock.release_file()  # committed: other workers may write while this one pushes
-            if broker is not None and not any(announced):
+            if broker is not None and not event.replayed and not any(announced):
                 # Queued, never sent from here: a hung broker cannot hold a publisher up.
                 broker.publish(_event_message(event))
         return event
 
-    def notify(self, user: Any, type_: str, data: Any = None, *, session: Any = None) -> Event:
+    def notify(
+        self,
+        user: Any,
+        type_: str,
+        data: Any = None,
+        *,
+        session: Any = None,
+        key: str | None = None,
+    ) -> Event:
         """Publish to one user's private stream (every tab, every worker).
 
         :param user: a user object (``get_id()`` or ``id``) or a user id.
         :param session: as for :meth:`publish`.
+        :param key: as for :meth:`publish`.
         """
-        return self.publish(user_stream(user), type_, data, session=session)
+        return self.publish(user_stream(user), type_, data, session=session, key=key)
 
     def broadcast(
-        self, type_: str, data: Any = None, audience: Any = None, *, session: Any = None
+        self,
+        type_: str,
+        data: Any = None,
+        audience: Any = None,
+        *,
+        session: Any = None,
+        key: str | None = None,
     ) -> list[Event]:
         """Publish to everyone (``audience=None``), a role (``{"role": "admin"}``) or chosen
-        users (``{"users": [...]}``); ``session`` as for :meth:`publish`."""
+        users (``{"users": [...]}``); ``session`` and ``key`` as for :meth:`publish` (the key
+        applies to each stream: a retry stores nothing on any of them)."""
         if audience in (None, "all", "everyone"):
-            return [self.publish("broadcast", type_, data, session=session)]
+            return [self.publish("broadcast", type_, data, session=session, key=key)]
         if isinstance(audience, dict) and audience.get("role"):
-            return [self.publish(f"role:{audience['role']}", type_, data, session=session)]
+            return [
+                self.publish(f"role:{audience['role']}", type_, data, session=session, key=key)
+            ]
         if isinstance(audience, dict) and "users" in audience:
             return [
-                self.notify(user, type_, data, session=session)
+                self.notify(user, type_, data, session=session, key=key)
                 for user in _unique(audience["users"])
             ]
         raise ValueError("audience is None, {'role': name} or {'users': [...]}")
@@ -797,6 +846,11 @@ class Realtime:
 
     # ------------------------------------------------------------------ read-only views for sites
 
+    def published(self, stream: str, key: str) -> Event | None:
+        """The event published on ``stream`` with idempotency ``key`` (``replayed=True``), or
+        ``None``: lets a site answer a retry before it does any work again."""
+        return self.state().store.find(stream, check_key(key) or "")
+
     def heads(self, streams: Iterable[str]) -> dict[str, int]:
         """The last sequence number of each stream (0 or absent: nothing published yet)."""
         return self.state().store.heads(list(streams))
@@ -835,7 +889,9 @@ def _event_message(event: Event) -> dict[str, Any]:
 _PENDING = "tidings_pending"
 
 
-def _publish_in(state: RealtimeState, session: Any, stream: str, type_: str, data: Any) -> Event:
+def _publish_in(
+    state: RealtimeState, session: Any, stream: str, type_: str, data: Any, key: str | None
+) -> Event:
     real: Session = session() if isinstance(session, scoped_session) else session
     connection = real.connection()
     ours, theirs = state.store.engine.url, connection.engine.url
@@ -857,8 +913,10 @@ def _publish_in(state: RealtimeState, session: Any, stream: str, type_: str, dat
     # first write until its commit, which already puts publishers in line, and taking our lock
     # after it (while a publisher without a session holds ours and waits for SQLite's) would
     # only deadlock the two until a timeout.
-    event = state.store.append(stream, type_, data, connection=connection, announce=announce)
-    if broker is not None and not any(announced):
+    event = state.store.append(
+        stream, type_, data, connection=connection, announce=announce, key=key
+    )
+    if broker is not None and not event.replayed and not any(announced):
         transaction = real.get_nested_transaction() or real.get_transaction()
         _pending(real).append((transaction, broker, _event_message(event)))
     return event
