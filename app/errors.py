@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, g, has_app_context, jsonify, render_template, request
 from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -45,6 +45,25 @@ SERVER_ERROR_MESSAGE = (
 )
 
 
+def saved(what: str) -> None:
+    """Say that ``what`` ("Your announcement") is committed, with its event.
+
+    Called right after the commit: if anything fails later in the request (reading the row
+    back, a follow-up notification, rendering the answer), the error answer says the thing was
+    saved and will be delivered, so the user does not take a 500 for "nothing happened".
+    """
+    if has_app_context():
+        g.saved_before_error = what
+
+
+def _saved_message() -> str | None:
+    what = g.get("saved_before_error") if has_app_context() else None
+    if not what:
+        return None
+    return (f"{what} was saved and will be delivered; only this answer failed. Reload the "
+            "page to see it. Sending it again will not send it twice.")
+
+
 def handle_unexpected_error(error: Exception):
     """The 500 page, built without the database or the logged-in user.
 
@@ -54,12 +73,17 @@ def handle_unexpected_error(error: Exception):
     processors, and reads nothing but its arguments.
     """
     # Flask passes the original exception wrapped in InternalServerError for unhandled errors.
+    saved_message = _saved_message()
     if wants_json():
+        if saved_message:
+            return jsonify({"error": {"code": 500, "message": saved_message,
+                                      "saved": True}}), 500
         return jsonify({"error": {"code": 500, "message": InternalServerError.description}}), 500
     if request_ctx.url_adapter is None:
-        return _plain(500, SERVER_ERROR_MESSAGE)
+        return _plain(500, saved_message or SERVER_ERROR_MESSAGE)
     page = current_app.jinja_env.get_template("errors/500.html").render(
-        code=500, title="Something went wrong", message=SERVER_ERROR_MESSAGE)
+        code=500, title="Saved, but this answer failed" if saved_message
+        else "Something went wrong", message=saved_message or SERVER_ERROR_MESSAGE)
     return page, 500, {"Content-Type": "text/html; charset=utf-8"}
 
 

@@ -1,0 +1,158 @@
+"""Double submits and retries after a lost answer create one thing (issue 17).
+
+A form carries a one-time key generated when it was rendered; a script sends an
+``Idempotency-Key`` header. A second request with the same key finds the first one's event and
+answers with the same result. An answer that fails after the commit says the thing was saved.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.notifications import announcements
+from app.notifications.models import Announcement
+from tests.support.forms import csrf_token_from, hidden_value
+
+
+def stored_events(app, stream: str) -> list[dict]:
+    store = app.extensions["realtime"].store
+    return [json.loads(payload) for _, payload in store.read_since(stream, 0, 1000)]
+
+
+def count(model) -> int:
+    return db.session.scalar(select(func.count()).select_from(model))
+
+
+def compose_form(client, **fields) -> dict:
+    """The compose form as the browser holds it: its CSRF token and its one-time key."""
+    page = client.get("/admin/announcements").get_data(as_text=True)
+    form = {"csrf_token": csrf_token_from(page),
+            "idempotency_key": hidden_value(page, "idempotency_key"),
+            "title": "Hello", "body": "", "level": "info", "audience": "all", "role": "user",
+            "usernames": "", "expires_minutes": ""}
+    form.update(fields)
+    return form
+
+
+def test_an_admin_double_submits_the_announcement_form_one_banner_one_event(app, client, auth):
+    auth.login("boss", "boss-password-1")
+    form = compose_form(client, title="Maintenance at noon")
+    first = client.post("/admin/announcements", data=form)
+    second = client.post("/admin/announcements", data=form)  # the second click
+    assert first.status_code == second.status_code == 302
+    with app.app_context():
+        assert count(Announcement) == 1
+    assert [e["data"]["title"] for e in stored_events(app, "broadcast")] == ["Maintenance at noon"]
+    page = client.get("/admin/announcements").get_data(as_text=True)
+    assert page.count("Announcement sent to 2 account(s).") == 2  # the same answer, twice
+    # The page the redirect shows has a fresh key: the next announcement is a new one.
+    client.post("/admin/announcements", data=compose_form(client, title="Back to normal"))
+    with app.app_context():
+        assert count(Announcement) == 2
+
+
+def test_each_rendering_of_the_compose_form_has_its_own_key(client, auth):
+    auth.login("boss", "boss-password-1")
+    keys = {hidden_value(client.get("/admin/announcements").get_data(as_text=True),
+                         "idempotency_key") for _ in range(3)}
+    assert len(keys) == 3
+
+
+def test_a_script_retrying_with_its_idempotency_key_header_announces_once(app, client, auth):
+    auth.login("boss", "boss-password-1")
+    form = compose_form(client, title="Deploy", audience="users", usernames="alice, boss")
+    del form["idempotency_key"]
+    headers = {"Idempotency-Key": "deploy-2026-11-30"}
+    for _ in range(3):
+        assert client.post("/admin/announcements", data=form, headers=headers).status_code == 302
+    with app.app_context():
+        assert count(Announcement) == 1
+        ids = [u.id for u in announcements.parse_usernames("alice, boss")[0]]
+    for user_id in ids:
+        assert [e["data"]["title"] for e in stored_events(app, f"user:{user_id}")] == ["Deploy"]
+
+
+def test_a_form_without_a_key_still_works_as_before(app, client, auth):
+    """A page rendered before the upgrade has no key: it publishes, with no protection."""
+    auth.login("boss", "boss-password-1")
+    form = compose_form(client)
+    del form["idempotency_key"]
+    client.post("/admin/announcements", data=form)
+    client.post("/admin/announcements", data=form)
+    with app.app_context():
+        assert count(Announcement) == 2
+
+
+@pytest.mark.parametrize("key", ["has space", "x" * 101, "ключ"])
+def test_a_malformed_idempotency_key_is_refused_before_anything_is_stored(app, client, auth,
+                                                                          key):
+    auth.login("boss", "boss-password-1")
+    form = compose_form(client)
+    response = client.post("/admin/announcements", data=form,
+                           headers={"Idempotency-Key": key.encode("utf-8").decode("latin-1")})
+    assert response.status_code == 400
+    with app.app_context():
+        assert count(Announcement) == 0
+
+
+def test_keys_belong_to_their_sender(app, client, auth):
+    """Another admin using the same key (by chance, or having seen it) publishes their own."""
+    auth.login("boss", "boss-password-1")
+    form = compose_form(client, title="From boss")
+    client.post("/admin/announcements", data=form)
+    with app.app_context():
+        from app.models import User
+        other = User(username="chief", role="admin")
+        other.set_password("chief-password-1")
+        db.session.add(other)
+        db.session.commit()
+    auth.logout()
+    auth.login("chief", "chief-password-1")
+    mine = compose_form(client, title="From chief")
+    mine["idempotency_key"] = form["idempotency_key"]
+    client.post("/admin/announcements", data=mine)
+    with app.app_context():
+        assert count(Announcement) == 2
+
+
+def test_an_answer_that_fails_after_the_commit_says_the_announcement_was_saved(
+    app, client, auth, monkeypatch
+):
+    auth.login("boss", "boss-password-1")
+    form = compose_form(client, title="Saved anyway")
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # answer as production does
+
+    def lost(*args, **kwargs):
+        raise ConnectionError("the connection dropped while answering")
+
+    monkeypatch.setattr("app.admin.announcements.flash", lost)
+    response = client.post("/admin/announcements", data=form)
+    assert response.status_code == 500
+    page = response.get_data(as_text=True)
+    assert "Your announcement was saved and will be delivered" in page
+    assert "Something went wrong" not in page
+    as_json = client.post("/admin/announcements", data=form,
+                          headers={"Accept": "application/json"})
+    error = as_json.get_json()["error"]
+    assert error["saved"] is True and "was saved" in error["message"]
+    with app.app_context():
+        assert count(Announcement) == 1  # the retry found the first one
+
+
+def test_an_error_before_the_commit_does_not_claim_anything_was_saved(app, client, auth,
+                                                                      monkeypatch):
+    auth.login("boss", "boss-password-1")
+    form = compose_form(client)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(announcements, "audience_user_ids", broken)
+    response = client.post("/admin/announcements", data=form)
+    assert response.status_code == 500
+    assert "was saved" not in response.get_data(as_text=True)
