@@ -23,7 +23,8 @@ MAX_LENGTH = 100
 
 
 def new_key() -> str:
-    return secrets.token_urlsafe(18)
+    # A letter first: chat client ids may not start with "-" or "_".
+    return "k" + secrets.token_urlsafe(18)
 
 
 def request_key() -> str | None:
@@ -48,3 +49,4 @@ def hidden_field() -> Markup:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.globals["idempotency_field"] = hidden_field
+    app.jinja_env.globals["new_idempotency_key"] = new_key

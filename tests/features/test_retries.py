@@ -156,3 +156,83 @@ def test_an_error_before_the_commit_does_not_claim_anything_was_saved(app, clien
     response = client.post("/admin/announcements", data=form)
     assert response.status_code == 500
     assert "was saved" not in response.get_data(as_text=True)
+
+
+def chat_room_page(client, room_id: int) -> str:
+    return client.get(f"/chat/{room_id}").get_data(as_text=True)
+
+
+@pytest.fixture
+def lobby(app):
+    with app.app_context():
+        from app.chat import service
+        from app.models import User
+        alice = db.session.scalar(select(User).where(User.username == "alice"))
+        return service.create_room(alice, "lobby", "public").id
+
+
+def test_a_double_submitted_message_without_javascript_posts_once(app, client, auth, lobby):
+    from app.chat.models import Message
+    auth.login()
+    page = chat_room_page(client, lobby)
+    form = {"csrf_token": csrf_token_from(page), "client_id": hidden_value(page, "client_id"),
+            "body": "only once"}
+    assert client.post(f"/chat/{lobby}/messages", data=form).status_code == 302
+    assert client.post(f"/chat/{lobby}/messages", data=form).status_code == 302
+    with app.app_context():
+        assert count(Message) == 1
+    assert [e["data"]["body"] for e in stored_events(app, f"room:{lobby}")] == ["only once"]
+    # The next rendering carries a new id: the next message is a new one.
+    assert hidden_value(chat_room_page(client, lobby), "client_id") != form["client_id"]
+
+
+def test_a_script_resending_a_message_with_its_idempotency_key_gets_the_same_message(
+    app, client, auth, lobby
+):
+    auth.login()
+    token = csrf_token_from(chat_room_page(client, lobby))
+    headers = {"Accept": "application/json", "X-CSRFToken": token, "Idempotency-Key": "m-1"}
+    first = client.post(f"/chat/{lobby}/messages", data={"body": "hi"}, headers=headers)
+    again = client.post(f"/chat/{lobby}/messages", data={"body": "hi"}, headers=headers)
+    assert first.get_json()["message"]["id"] == again.get_json()["message"]["id"]
+    assert len(stored_events(app, f"room:{lobby}")) == 1
+
+
+def test_a_user_double_submits_the_new_room_form_one_room_one_budget_token(
+    app, client, auth, monkeypatch
+):
+    from app.chat.models import Room
+    app.config["CHAT_ROOMS_PER_HOUR"] = 1  # a second room would be refused: a retry must not
+    auth.login()
+    page = client.get("/chat/").get_data(as_text=True)
+    form = {"csrf_token": csrf_token_from(page), "name": "book club", "kind": "public",
+            "idempotency_key": hidden_value(page, "idempotency_key")}
+    first = client.post("/chat/rooms", data=form)
+    second = client.post("/chat/rooms", data=form)
+    assert first.status_code == second.status_code == 302
+    assert first.headers["Location"] == second.headers["Location"]  # the same room
+    with app.app_context():
+        assert count(Room) == 1
+        alice_id = db.session.scalar(select(Room.created_by))
+    rooms_told = [e for e in stored_events(app, f"user:{alice_id}") if e["type"] == "chat.room"]
+    assert len(rooms_told) == 1
+
+
+def test_a_message_saved_before_its_mention_notification_failed_says_it_was_saved(
+    app, client, auth, lobby, monkeypatch
+):
+    from app.chat import service
+    auth.login()
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("the database went away after the commit")
+
+    monkeypatch.setattr(service, "_notify", broken)
+    page = chat_room_page(client, lobby)
+    response = client.post(f"/chat/{lobby}/messages", headers={"Accept": "application/json"},
+                           data={"csrf_token": csrf_token_from(page), "body": "hello @boss",
+                                 "client_id": hidden_value(page, "client_id")})
+    assert response.status_code == 500
+    assert response.get_json()["error"]["saved"] is True
+    assert "Your message was saved" in response.get_json()["error"]["message"]
