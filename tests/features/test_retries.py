@@ -236,3 +236,16 @@ def test_a_message_saved_before_its_mention_notification_failed_says_it_was_save
     assert response.status_code == 500
     assert response.get_json()["error"]["saved"] is True
     assert "Your message was saved" in response.get_json()["error"]["message"]
+
+
+def test_a_cron_job_retried_with_its_key_announces_once(app, runner):
+    args = ["broadcast", "Backups tonight", "--key", "backup-2026-11-30"]
+    first = runner.invoke(args=args)
+    again = runner.invoke(args=args)
+    assert first.exit_code == again.exit_code == 0, again.output
+    assert first.output == again.output  # "Announcement 1 sent to 2 account(s)." both times
+    with app.app_context():
+        assert count(Announcement) == 1
+    assert len(stored_events(app, "broadcast")) == 1
+    refused = runner.invoke(args=["broadcast", "x", "--key", "has space"])
+    assert refused.exit_code != 0 and "idempotency key" in refused.output
