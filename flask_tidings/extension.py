@@ -468,6 +468,17 @@ class RealtimeState:
             budget=float(self.config["RETENTION_BUDGET"]),
         )
 
+    def hold_back(self, broker: Broker) -> None:
+        """Backpressure: wait while this worker's fan-out is more than ``REALTIME_DISPATCH_LAG``
+        behind (at most ``REALTIME_DISPATCH_WAIT``), before the event is stored and stamped.
+
+        A publisher with a session is held back after its commit instead (no lock is held
+        then); the dispatcher itself is never held (:class:`~.brokers.DispatchQueue`).
+        """
+        lag = float(self.config["DISPATCH_LAG"])
+        if lag > 0:
+            broker.wait_for_room(lag, float(self.config["DISPATCH_WAIT"]))
+
     def publish_in(
         self, session: Any, stream: str, type_: str, data: Any, key: str | None = None
     ) -> Event:
@@ -747,6 +758,8 @@ class Realtime:
         if session is not None:
             return state.publish_in(session, stream, type_, data, key)
         broker = state.ensure_publishing() if state.deliver_live else None
+        if broker is not None:
+            state.hold_back(broker)
         timeout = float(state.config["PUBLISH_TIMEOUT"])
         state.store.lock_timeout = timeout
         announced: list[bool] = []
@@ -918,11 +931,11 @@ def _publish_in(
     )
     if broker is not None and not event.replayed and not any(announced):
         transaction = real.get_nested_transaction() or real.get_transaction()
-        _pending(real).append((transaction, broker, _event_message(event)))
+        _pending(real).append((transaction, broker, _event_message(event), state))
     return event
 
 
-def _pending(session: Session) -> list[tuple[Any, Broker, dict[str, Any]]]:
+def _pending(session: Session) -> list[tuple[Any, Broker, dict[str, Any], RealtimeState]]:
     pending = session.info.get(_PENDING)
     if pending is None:
         pending = session.info[_PENDING] = []
@@ -935,7 +948,11 @@ def _pending(session: Session) -> list[tuple[Any, Broker, dict[str, Any]]]:
 def _after_commit(session: Session) -> None:
     pending = session.info.get(_PENDING) or []
     waiting, pending[:] = list(pending), []
-    for _, broker, message in waiting:
+    if waiting:
+        # Backpressure after the commit, when the transaction holds no lock any more (held
+        # back inside it, on SQLite, every other writer would wait with us).
+        waiting[0][3].hold_back(waiting[0][1])
+    for _, broker, message, _state in waiting:
         broker.publish(message)  # queued: never raises into the caller's commit
 
 
