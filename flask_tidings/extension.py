@@ -768,13 +768,15 @@ class Realtime:
             if broker is not None:
                 announced.append(broker.announce_in(conn, event))
 
-        with state.store.writing(timeout) as lock:
-            event = state.store.append(stream, type_, data, announce=announce, key=key)
-            lock.release_file()  # committed: other workers may write while this one pushes
-            if broker is not None and not event.replayed and not any(announced):
+        def push(event: Event) -> None:
+            if broker is not None and not any(announced):
                 # Queued, never sent from here: a hung broker cannot hold a publisher up.
                 broker.publish(_event_message(event))
-        return event
+
+        # Concurrent publishers share one transaction on SQLite (see EventStore.publish).
+        return state.store.publish(
+            stream, type_, data, key=key, announce=announce, push=push, timeout=timeout
+        )
 
     def notify(
         self,

@@ -246,6 +246,21 @@ class _Holding:
         self._writer.release()
 
 
+class _Publish:
+    """One publisher's event waiting for a group commit, and what became of it."""
+
+    __slots__ = ("stream", "type_", "data", "key", "announce", "push", "event", "error", "done")
+
+    def __init__(self, stream: str, type_: str, data: object, key: str | None,
+                 announce: Callable[[Connection, Event], None] | None,
+                 push: Callable[[Event], None] | None):
+        self.stream, self.type_, self.data, self.key = stream, type_, data, key
+        self.announce, self.push = announce, push
+        self.event: Event | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class EventStore:
     """Appends and reads events; the engine is resolved lazily (it may need an app context)."""
 
@@ -256,6 +271,12 @@ class EventStore:
         #: Seconds a PostgreSQL append waits for a stream's row lock (``lock_timeout``).
         self.lock_timeout = 5.0
         self._writer_created = threading.Lock()
+        #: Publishers waiting for the publish lock whose events the next holder writes too.
+        self._group: list[_Publish] = []
+        self._group_lock = threading.Lock()
+        #: Transactions committed by :meth:`publish`, and the events they stored.
+        self.group_commits = 0
+        self.group_events = 0
 
     def writing(self, timeout: float | None = None) -> _Holding | NoWriterLock:
         """Held by a publisher around "append, then push": one writer at a time on SQLite.
@@ -276,6 +297,107 @@ class EventStore:
                     else:
                         self._writer = NoWriterLock()
         return self._writer if timeout is None else self._writer(timeout)
+
+    def publish(
+        self,
+        stream: str,
+        type_: str,
+        data: object,
+        *,
+        key: str | None = None,
+        announce: Callable[[Connection, Event], None] | None = None,
+        push: Callable[[Event], None] | None = None,
+        timeout: float | None = None,
+    ) -> Event:
+        """Store one event in a transaction of its own, then ``push`` it, in sequence order.
+
+        On SQLite, publishers that arrive while another holds the publish lock share a
+        transaction (group commit): each queues its event, and whoever takes the lock next
+        appends everything queued, in arrival order, commits once and pushes each stored event
+        in order. Most of an append's cost is its transaction (pool checkout, BEGIN, COMMIT:
+        measured ~800 µs CPU per event alone, ~460 in groups of 4), and concurrent publishers
+        waited for the lock anyway. If the shared transaction fails, each event is appended
+        again alone, so one publisher's error (bad key, full disk) stays its own. PostgreSQL
+        takes concurrent writers as they come (grouping would lock several streams' rows in
+        one transaction, in any order: a deadlock waiting to happen), so it appends alone.
+
+        :param push: called with each newly stored event (not with a ``replayed`` one) after
+            the commit, under the publish lock, so pushes leave in sequence order.
+        :raises PublishTimeout: the publish lock stayed taken past ``timeout``; then this
+            event was not stored (it is taken back from the queue, or it was written by a
+            holder that had already taken it, and the event is returned after all).
+        """
+        if self.engine.dialect.name != "sqlite":
+            with self.writing(timeout) as lock:
+                event = self.append(stream, type_, data, announce=announce, key=key)
+                lock.release_file()
+                if push is not None and not event.replayed:
+                    push(event)
+            return event
+        mine = _Publish(stream, type_, data, key, announce, push)
+        with self._group_lock:
+            self._group.append(mine)
+        try:
+            lock = self.writing(timeout)
+            lock.__enter__()
+        except PublishTimeout:
+            with self._group_lock:
+                if mine in self._group:  # nobody took it: nothing was stored
+                    self._group.remove(mine)
+                    raise
+            mine.done.wait()  # a holder took it and is writing it: the outcome is theirs
+        else:
+            try:
+                if not mine.done.is_set():
+                    with self._group_lock:
+                        batch, self._group = self._group, []
+                    self._write_group(batch, lock)
+            finally:
+                lock.__exit__(None, None, None)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.event is not None
+        return mine.event
+
+    def _write_group(self, batch: list[_Publish], lock: Any) -> None:
+        """Append ``batch`` in one transaction (each alone if that fails), then push in order."""
+        try:
+            try:
+                with self.engine.begin() as conn:
+                    for item in batch:
+                        item.event = self._by_key(conn, item.stream, item.key) if item.key \
+                            else None
+                        if item.event is None:
+                            item.event = self._append_on(conn, item.stream, item.type_,
+                                                         item.data, item.announce, local=True,
+                                                         key=item.key)
+                self.group_commits += 1
+                self.group_events += len(batch)
+            except Exception:
+                for item in batch:
+                    item.event = None
+                    try:
+                        item.event = self.append(item.stream, item.type_, item.data,
+                                                 announce=item.announce, key=item.key)
+                    except Exception as exc:
+                        item.error = exc
+            lock.release_file()  # committed: other workers may write while this one pushes
+            for item in batch:
+                if item.event is not None and not item.event.replayed and item.push is not None:
+                    try:
+                        item.push(item.event)
+                    except Exception as exc:  # queued hand-offs do not raise; be sure anyway
+                        item.error = exc
+        except BaseException as exc:
+            for item in batch:
+                if item.event is None and item.error is None:
+                    item.error = exc
+            raise
+        finally:
+            for item in batch:
+                if item.event is None and item.error is None:
+                    item.error = RuntimeError("the group commit did not write this event")
+                item.done.set()
 
     @property
     def engine(self) -> Engine:
