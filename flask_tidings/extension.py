@@ -532,6 +532,10 @@ class RealtimeState:
             "cut_offs": reactor.cut_offs if reactor else 0,
             "dead_peers": reactor.dead_peers if reactor else 0,
             "close_codes": dict(self.close_codes),
+            # Group commit (SQLite): events stored by publishers outside a transaction, and the
+            # transactions they took; the fewer transactions per event, the more were shared.
+            "group_commit": {"events": self.store.group_events,
+                             "transactions": self.store.group_commits},
         }
 
     def cluster_stats(self) -> dict[str, Any]:
