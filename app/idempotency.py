@@ -27,11 +27,14 @@ def new_key() -> str:
     return "k" + secrets.token_urlsafe(18)
 
 
-def request_key() -> str | None:
-    """This request's key, or ``None`` (an old page or a script that sends none).
+def request_key(scope: str) -> str | None:
+    """This request's key for ``scope`` (what it creates: "announcement", "room"), or ``None``
+    (an old page or a script that sends none).
 
-    Keys are scoped to the user who sends them, so nobody can take another's key in advance.
-    A malformed key is a 400: silently ignoring it would quietly lose the protection.
+    Keys are scoped to the user who sends them, so nobody can take another's key in advance,
+    and to what they create, so a script that reuses one key on two endpoints gets two things,
+    never the other endpoint's result. A malformed key is a 400: silently ignoring it would
+    quietly lose the protection.
     """
     raw = request.headers.get(HEADER) or request.form.get(FIELD) or None
     if raw is None:
@@ -39,7 +42,7 @@ def request_key() -> str | None:
     if len(raw) > MAX_LENGTH or not raw.isascii() or not raw.isprintable() or " " in raw:
         abort(400, f"{HEADER} is 1-{MAX_LENGTH} printable ASCII characters without spaces.")
     owner = current_user.get_id() if current_user.is_authenticated else "anonymous"
-    return f"u{owner}.{raw}"
+    return f"u{owner}.{scope}.{raw}"
 
 
 def hidden_field() -> Markup:

@@ -128,7 +128,7 @@ def announcements_page():
         role=form.role.data,
         users=chosen,
         expires_at=announcements.expires_in(form.expires_minutes.data),
-        key=request_key(),
+        key=request_key("announcement"),
     )
     flash(f"Announcement sent to {announcement.recipients} account(s).", "success")
     return redirect(url_for("admin.announcements_page"))

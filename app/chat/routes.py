@@ -194,7 +194,7 @@ def create_room():
     try:
         room = service.create_room(current_user, request.form.get("name", ""),
                                    request.form.get("kind", "public"),
-                                   request.form.get("invite", ""), key=request_key())
+                                   request.form.get("invite", ""), key=request_key("room"))
     except ChatError as exc:
         return _refused(exc, url_for("chat.index"))
     return redirect(url_for("chat.room", room_id=room.id))

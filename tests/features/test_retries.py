@@ -249,3 +249,19 @@ def test_a_cron_job_retried_with_its_key_announces_once(app, runner):
     assert len(stored_events(app, "broadcast")) == 1
     refused = runner.invoke(args=["broadcast", "x", "--key", "has space"])
     assert refused.exit_code != 0 and "idempotency key" in refused.output
+
+
+def test_a_script_reusing_one_key_on_two_forms_gets_both_things(app, client, auth):
+    """The key is scoped to what it creates: the room form never answers with the banner."""
+    from app.chat.models import Room
+    auth.login("boss", "boss-password-1")
+    headers = {"Idempotency-Key": "same-key"}
+    form = compose_form(client, title="For me", audience="users", usernames="boss")
+    del form["idempotency_key"]
+    assert client.post("/admin/announcements", data=form, headers=headers).status_code == 302
+    page = client.get("/chat/").get_data(as_text=True)
+    room = client.post("/chat/rooms", headers=headers, data={
+        "csrf_token": csrf_token_from(page), "name": "ops", "kind": "public"})
+    assert room.status_code == 302
+    with app.app_context():
+        assert count(Announcement) == 1 and count(Room) == 1
