@@ -8,6 +8,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
+from app import idempotency
 from app.cli import register_commands
 from app.config import BASE_DIR, INSTANCE_DIR, Config, config_from_env, fit_engine_options
 from app.errors import register_errorhandlers
@@ -93,6 +94,7 @@ def register_extensions(app: Flask) -> None:
     from app import models  # noqa: F401
 
     realtime.init_app(app)
+    idempotency.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, g, has_app_context, jsonify, render_template, request
 from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -50,7 +50,7 @@ SERVER_ERROR_MESSAGE = (
 #: Shown when the database refused us (down, restarting, out of connections, locked past the
 #: busy timeout): nothing is wrong with the request, and trying again shortly is the fix.
 UNAVAILABLE_MESSAGE = (
-    "The site is briefly unavailable. Nothing you sent was lost; please try again in a moment."
+    "The site is briefly unavailable. Please try again in a moment."
 )
 #: Seconds a client is asked to wait (``Retry-After``) after a database outage answer.
 UNAVAILABLE_RETRY_AFTER = 5
@@ -61,6 +61,25 @@ def database_unavailable(error: BaseException | None) -> bool:
     "operational" errors (connection refused or dropped, too many clients, database locked,
     read-only file) and a pool with no connection to lend."""
     return isinstance(error, (OperationalError, PoolTimeout))
+
+
+def saved(what: str) -> None:
+    """Say that ``what`` ("Your announcement") is committed, with its event.
+
+    Called right after the commit: if anything fails later in the request (reading the row
+    back, a follow-up notification, rendering the answer), the error answer says the thing was
+    saved and will be delivered, so the user does not take a 500 for "nothing happened".
+    """
+    if has_app_context():
+        g.saved_before_error = what
+
+
+def _saved_message() -> str | None:
+    what = g.get("saved_before_error") if has_app_context() else None
+    if not what:
+        return None
+    return (f"{what} was saved and will be delivered; only this answer failed. Reload the "
+            "page to see it. Sending it again will not send it twice.")
 
 
 def handle_unexpected_error(error: Exception):
@@ -75,15 +94,24 @@ def handle_unexpected_error(error: Exception):
     """
     # Flask passes the original exception wrapped in InternalServerError for unhandled errors.
     original = getattr(error, "original_exception", None) or error
-    if database_unavailable(original):
+    saved_message = _saved_message()
+    if saved_message:
+        # Committed before the failure: say so, whatever failed afterwards (even the database).
+        code, title, message = 500, "Saved, but this answer failed", saved_message
+        headers: dict[str, str] = {}
+    elif database_unavailable(original):
         code, title, message = 503, "Briefly unavailable", UNAVAILABLE_MESSAGE
         headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
     else:
         code, title, message = 500, "Something went wrong", SERVER_ERROR_MESSAGE
         headers = {}
     if wants_json():
-        description = message if code == 503 else InternalServerError.description
-        return jsonify({"error": {"code": code, "message": description}}), code, headers
+        body: dict = {"code": code, "message": message}
+        if saved_message:
+            body["saved"] = True
+        elif code == 500:
+            body["message"] = InternalServerError.description
+        return jsonify({"error": body}), code, headers
     if request_ctx.url_adapter is None:
         text, _, plain = _plain(code, message)
         return text, code, {**plain, **headers}

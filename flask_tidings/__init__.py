@@ -10,7 +10,14 @@ See PROTOCOL.md (beside this module) for the wire protocol and README.md for set
 """
 
 from .connection import Connection, Identity
-from .extension import Realtime, RealtimeError, RealtimeState, shutdown_all, user_stream
+from .extension import (
+    Realtime,
+    RealtimeError,
+    RealtimeState,
+    check_key,
+    shutdown_all,
+    user_stream,
+)
 from .store import Event, PublishTimeout, metadata
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "Realtime",
     "RealtimeError",
     "RealtimeState",
+    "check_key",
     "metadata",
     "shutdown_all",
     "user_stream",

@@ -21,7 +21,6 @@ import atexit
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -153,6 +152,11 @@ class Broker:
         """Announce ``message``; never blocks (see :class:`Sender`)."""
         raise NotImplementedError
 
+    def wait_for_room(self, max_lag: float, timeout: float) -> float:
+        """Hold a publisher while this process's fan-out is behind (see
+        :class:`DispatchQueue`); brokers whose fan-out runs elsewhere return at once."""
+        return 0.0
+
     def announce_in(self, connection: Any, event: Event) -> bool:
         """Announce a stored event inside the transaction that stores it, if this broker can.
 
@@ -185,6 +189,87 @@ class Broker:
         return mine
 
 
+class DispatchQueue:
+    """What waits for this process's fan-out, with the moment each message arrived.
+
+    The dispatcher takes everything there is (up to :data:`BATCH`) as soon as it is free: a
+    batch never waits to fill up. What it cannot bound alone is the queue itself: when
+    publishers hand over events faster than the fan-out writes them (a burst of one broadcast
+    per request to a thousand sockets), the queue grows and every event waits for all those
+    before it, out of sight of the publishers, who are answered at once. :meth:`wait_for_room`
+    is the backpressure that makes the wait visible where it belongs: a publisher of this
+    process waits (briefly, boundedly) while the oldest queued message has waited longer than
+    the allowed lag, so a burst runs at the speed of the fan-out and each event's wait for its
+    batch stays near that lag instead of growing with the burst.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[float, dict[str, Any] | None]] = deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # the dispatcher waits here ...
+        self._room = threading.Condition(self._lock)  # ... publishers held back here
+        self._held = 0
+        self._dispatcher: int | None = None
+        #: Publishes that waited for room, and the seconds they waited in all.
+        self.waits = 0
+        self.waited = 0.0
+        #: Seconds the last batch's oldest message waited in the queue.
+        self.lag = 0.0
+
+    def put(self, message: dict[str, Any] | None, now: float | None = None) -> None:
+        with self._lock:
+            self._items.append((time.monotonic() if now is None else now, message))
+            self._ready.notify()
+
+    def take(self, most: int = BATCH, now: float | None = None) -> list[dict[str, Any] | None]:
+        """Everything queued, up to ``most`` messages (waits for the first); ``None`` is a stop."""
+        with self._lock:
+            self._dispatcher = threading.get_ident()
+            while not self._items:
+                self._ready.wait()
+            now = time.monotonic() if now is None else now
+            self.lag = now - self._items[0][0]
+            batch = []
+            while self._items and len(batch) < most:
+                batch.append(self._items.popleft()[1])
+            if self._held:
+                self._room.notify_all()
+            return batch
+
+    def behind(self, max_lag: float, now: float) -> bool:
+        """True while the oldest queued message has waited longer than ``max_lag``."""
+        return bool(self._items) and now - self._items[0][0] > max_lag
+
+    def wait_for_room(self, max_lag: float, timeout: float) -> float:
+        """Hold a publisher while the fan-out is more than ``max_lag`` seconds behind, at most
+        ``timeout`` seconds (then it goes ahead: being behind never fails a publish).
+
+        The dispatcher itself (a listener that publishes) never waits: it would wait for itself.
+
+        :returns: the seconds waited (0.0 almost always).
+        """
+        if threading.get_ident() == self._dispatcher:
+            return 0.0
+        with self._lock:
+            start = now = time.monotonic()
+            if not self.behind(max_lag, now):
+                return 0.0
+            deadline = start + timeout
+            self._held += 1
+            try:
+                while self.behind(max_lag, now) and now < deadline:
+                    self._room.wait(deadline - now)
+                    now = time.monotonic()
+            finally:
+                self._held -= 1
+            self.waits += 1
+            self.waited += now - start
+            return now - start
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class MemoryBroker(Broker):
     """One worker: a queue drained by a dispatcher thread, so publishers never touch sockets."""
 
@@ -192,7 +277,7 @@ class MemoryBroker(Broker):
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._queue = DispatchQueue()
         self._started = False
 
     def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
@@ -200,23 +285,16 @@ class MemoryBroker(Broker):
 
         def run() -> None:
             while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < BATCH:
+                batch = self._queue.take()
+                stop = None in batch
+                messages = [m for m in batch if m is not None]
+                if messages:
                     try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._queue.put(None)
-                        break
-                    batch.append(item)
-                try:
-                    deliver(batch)
-                except Exception:
-                    log.exception("realtime dispatch failed")
+                        deliver(messages)
+                    except Exception:
+                        log.exception("realtime dispatch failed")
+                if stop:
+                    return
 
         threading.Thread(target=run, name="tidings-dispatch", daemon=True).start()
         self.ready.set()
@@ -225,11 +303,19 @@ class MemoryBroker(Broker):
         if self._started:  # a process that only publishes has nobody to deliver to
             self._queue.put(message)
 
+    def wait_for_room(self, max_lag: float, timeout: float) -> float:
+        if not self._started:
+            return 0.0
+        return self._queue.wait_for_room(max_lag, timeout)
+
     def stop(self) -> None:
         self._queue.put(None)
 
     def state(self) -> dict[str, Any]:
-        return {"kind": self.name, "state": "connected", "backlog": self._queue.qsize()}
+        return {"kind": self.name, "state": "connected", "backlog": len(self._queue),
+                "lag_ms": round(self._queue.lag * 1000, 2),
+                "publisher_waits": self._queue.waits,
+                "publisher_waited_s": round(self._queue.waited, 3)}
 
 
 class ListeningBroker(Broker):

@@ -32,7 +32,7 @@ from .hub import Hub
 from .identities import IdentityCache
 from .local import LocalBroker, site_directory
 from .reactor import Reactor
-from .store import Event, EventStore, envelope, site_identity
+from .store import KEY_LENGTH, Event, EventStore, envelope, site_identity
 
 log = logging.getLogger("tidings.realtime")
 
@@ -87,6 +87,23 @@ _USER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 #: Stream names: ``prefix:rest`` or a bare word, printable, no spaces.
 _STREAM = re.compile(r"[A-Za-z0-9_.:@-]{1,200}")
 _TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: Idempotency keys: printable ASCII without spaces (a UUID, a form's token), 1-128 characters.
+_KEY = re.compile(r"[\x21-\x7e]{1,%d}" % KEY_LENGTH)
+
+
+def check_key(key: Any) -> str | None:
+    """An idempotency key as given, ``None`` for none; anything else is a ``ValueError``.
+
+    Sites can call it on an ``Idempotency-Key`` header to answer 400 before doing any work.
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise ValueError(
+            f"an idempotency key is 1-{KEY_LENGTH} printable ASCII characters without spaces, "
+            f"not {key!r:.60}"
+        )
+    return key
 
 
 def _user_id(user: Any) -> str:
@@ -464,9 +481,22 @@ class RealtimeState:
             budget=float(self.config["RETENTION_BUDGET"]),
         )
 
-    def publish_in(self, session: Any, stream: str, type_: str, data: Any) -> Event:
+    def hold_back(self, broker: Broker) -> None:
+        """Backpressure: wait while this worker's fan-out is more than ``REALTIME_DISPATCH_LAG``
+        behind (at most ``REALTIME_DISPATCH_WAIT``), before the event is stored and stamped.
+
+        A publisher with a session is held back after its commit instead (no lock is held
+        then); the dispatcher itself is never held (:class:`~.brokers.DispatchQueue`).
+        """
+        lag = float(self.config["DISPATCH_LAG"])
+        if lag > 0:
+            broker.wait_for_room(lag, float(self.config["DISPATCH_WAIT"]))
+
+    def publish_in(
+        self, session: Any, stream: str, type_: str, data: Any, key: str | None = None
+    ) -> Event:
         """``Realtime.publish(..., session=...)``: the event joins the session's transaction."""
-        return _publish_in(self, session, stream, type_, data)
+        return _publish_in(self, session, stream, type_, data, key)
 
     def _sweep_forever(self) -> None:
         stopping = self._stopping
@@ -515,6 +545,10 @@ class RealtimeState:
             "cut_offs": reactor.cut_offs if reactor else 0,
             "dead_peers": reactor.dead_peers if reactor else 0,
             "close_codes": dict(self.close_codes),
+            # Group commit (SQLite): events stored by publishers outside a transaction, and the
+            # transactions they took; the fewer transactions per event, the more were shared.
+            "group_commit": {"events": self.store.group_events,
+                             "transactions": self.store.group_commits},
         }
 
     def cluster_stats(self) -> dict[str, Any]:
@@ -747,7 +781,13 @@ class Realtime:
         )
 
     def publish(
-        self, stream: str, type_: str, data: Any = None, *, session: Any = None
+        self,
+        stream: str,
+        type_: str,
+        data: Any = None,
+        *,
+        session: Any = None,
+        key: str | None = None,
     ) -> Event:
         """Store an event on ``stream`` and push it to every follower, in every worker.
 
@@ -759,14 +799,22 @@ class Realtime:
             rows the caller wrote, and is pushed only after the commit. "Stored" then always
             means "will be delivered" and a view needs no second pooled connection. Without
             it the event commits at once, in a transaction of its own.
+        :param key: an idempotency key (a form's one-time token, an ``Idempotency-Key``
+            header): if ``stream`` already holds an event published with this key, nothing is
+            stored or pushed and that first event comes back with ``replayed=True``. A retry
+            after a lost answer or a double submit thus publishes once. Keys are remembered as
+            long as their event is kept (``REALTIME_RETENTION_*``).
         :returns: the stored :class:`Event` (with its sequence number).
         :raises PublishTimeout: the log stayed locked past ``REALTIME_PUBLISH_TIMEOUT``.
         """
         _check_event(stream, type_, data)
+        key = check_key(key)
         state = self.state()
         if session is not None:
-            return state.publish_in(session, stream, type_, data)
+            return state.publish_in(session, stream, type_, data, key)
         broker = state.ensure_publishing() if state.deliver_live else None
+        if broker is not None:
+            state.hold_back(broker)
         timeout = float(state.config["PUBLISH_TIMEOUT"])
         state.store.lock_timeout = timeout
         announced: list[bool] = []
@@ -775,34 +823,54 @@ class Realtime:
             if broker is not None:
                 announced.append(broker.announce_in(conn, event))
 
-        with state.store.writing(timeout) as lock:
-            event = state.store.append(stream, type_, data, announce=announce)
-            lock.release_file()  # committed: other workers may write while this one pushes
+        def push(event: Event) -> None:
             if broker is not None and not any(announced):
                 # Queued, never sent from here: a hung broker cannot hold a publisher up.
                 broker.publish(_event_message(event))
-        return event
 
-    def notify(self, user: Any, type_: str, data: Any = None, *, session: Any = None) -> Event:
+        # Concurrent publishers share one transaction on SQLite (see EventStore.publish).
+        return state.store.publish(
+            stream, type_, data, key=key, announce=announce, push=push, timeout=timeout
+        )
+
+    def notify(
+        self,
+        user: Any,
+        type_: str,
+        data: Any = None,
+        *,
+        session: Any = None,
+        key: str | None = None,
+    ) -> Event:
         """Publish to one user's private stream (every tab, every worker).
 
         :param user: a user object (``get_id()`` or ``id``) or a user id.
         :param session: as for :meth:`publish`.
+        :param key: as for :meth:`publish`.
         """
-        return self.publish(user_stream(user), type_, data, session=session)
+        return self.publish(user_stream(user), type_, data, session=session, key=key)
 
     def broadcast(
-        self, type_: str, data: Any = None, audience: Any = None, *, session: Any = None
+        self,
+        type_: str,
+        data: Any = None,
+        audience: Any = None,
+        *,
+        session: Any = None,
+        key: str | None = None,
     ) -> list[Event]:
         """Publish to everyone (``audience=None``), a role (``{"role": "admin"}``) or chosen
-        users (``{"users": [...]}``); ``session`` as for :meth:`publish`."""
+        users (``{"users": [...]}``); ``session`` and ``key`` as for :meth:`publish` (the key
+        applies to each stream: a retry stores nothing on any of them)."""
         if audience in (None, "all", "everyone"):
-            return [self.publish("broadcast", type_, data, session=session)]
+            return [self.publish("broadcast", type_, data, session=session, key=key)]
         if isinstance(audience, dict) and audience.get("role"):
-            return [self.publish(f"role:{audience['role']}", type_, data, session=session)]
+            return [
+                self.publish(f"role:{audience['role']}", type_, data, session=session, key=key)
+            ]
         if isinstance(audience, dict) and "users" in audience:
             return [
-                self.notify(user, type_, data, session=session)
+                self.notify(user, type_, data, session=session, key=key)
                 for user in _unique(audience["users"])
             ]
         raise ValueError("audience is None, {'role': name} or {'users': [...]}")
@@ -848,6 +916,11 @@ class Realtime:
 
     # ------------------------------------------------------------------ read-only views for sites
 
+    def published(self, stream: str, key: str) -> Event | None:
+        """The event published on ``stream`` with idempotency ``key`` (``replayed=True``), or
+        ``None``: lets a site answer a retry before it does any work again."""
+        return self.state().store.find(stream, check_key(key) or "")
+
     def heads(self, streams: Iterable[str]) -> dict[str, int]:
         """The last sequence number of each stream (0 or absent: nothing published yet)."""
         return self.state().store.heads(list(streams))
@@ -886,7 +959,9 @@ def _event_message(event: Event) -> dict[str, Any]:
 _PENDING = "tidings_pending"
 
 
-def _publish_in(state: RealtimeState, session: Any, stream: str, type_: str, data: Any) -> Event:
+def _publish_in(
+    state: RealtimeState, session: Any, stream: str, type_: str, data: Any, key: str | None
+) -> Event:
     real: Session = session() if isinstance(session, scoped_session) else session
     connection = real.connection()
     ours, theirs = state.store.engine.url, connection.engine.url
@@ -908,14 +983,16 @@ def _publish_in(state: RealtimeState, session: Any, stream: str, type_: str, dat
     # first write until its commit, which already puts publishers in line, and taking our lock
     # after it (while a publisher without a session holds ours and waits for SQLite's) would
     # only deadlock the two until a timeout.
-    event = state.store.append(stream, type_, data, connection=connection, announce=announce)
-    if broker is not None and not any(announced):
+    event = state.store.append(
+        stream, type_, data, connection=connection, announce=announce, key=key
+    )
+    if broker is not None and not event.replayed and not any(announced):
         transaction = real.get_nested_transaction() or real.get_transaction()
-        _pending(real).append((transaction, broker, _event_message(event)))
+        _pending(real).append((transaction, broker, _event_message(event), state))
     return event
 
 
-def _pending(session: Session) -> list[tuple[Any, Broker, dict[str, Any]]]:
+def _pending(session: Session) -> list[tuple[Any, Broker, dict[str, Any], RealtimeState]]:
     pending = session.info.get(_PENDING)
     if pending is None:
         pending = session.info[_PENDING] = []
@@ -928,7 +1005,11 @@ def _pending(session: Session) -> list[tuple[Any, Broker, dict[str, Any]]]:
 def _after_commit(session: Session) -> None:
     pending = session.info.get(_PENDING) or []
     waiting, pending[:] = list(pending), []
-    for _, broker, message in waiting:
+    if waiting:
+        # Backpressure after the commit, when the transaction holds no lock any more (held
+        # back inside it, on SQLite, every other writer would wait with us).
+        waiting[0][3].hold_back(waiting[0][1])
+    for _, broker, message, _state in waiting:
         broker.publish(message)  # queued: never raises into the caller's commit
 
 

@@ -95,6 +95,13 @@ SITE_ID: str | None = None
 #: Seconds a publisher waits for the log (SQLite's publish lock, a PostgreSQL row lock) before
 #: it gives up with ``PublishTimeout``; nothing is stored then.
 PUBLISH_TIMEOUT = 5.0
+#: Seconds the oldest event waiting for this worker's fan-out may have waited before a publisher
+#: in this worker is held back (backpressure). Under a burst (one broadcast per request, back to
+#: back, to many sockets) publishers then go at the speed of the fan-out, and an event waits for
+#: its batch about this long instead of behind an ever longer queue. 0 turns it off.
+DISPATCH_LAG = 0.01
+#: ... and the longest a publisher is held back; then it publishes anyway (never an error).
+DISPATCH_WAIT = 1.0
 #: Seconds a broker's socket may wait on Redis; a publisher never waits on it (messages leave
 #: from a queue), only the sending and listening threads do.
 BROKER_TIMEOUT = 5.0

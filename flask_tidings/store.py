@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -31,13 +32,17 @@ from sqlalchemy import (
     UniqueConstraint,
     delete,
     func,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 metadata = MetaData()
+
+#: Longest idempotency key a publisher may give (an ``Idempotency-Key`` header is a UUID or so).
+KEY_LENGTH = 128
 
 streams = Table(
     "realtime_streams",
@@ -59,8 +64,12 @@ events = Table(
     Column("type", String(64), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    # The publisher's idempotency key: a retried publish with the same key on the same stream
+    # finds this row instead of storing a second one. NULL (most events) never collides.
+    Column("idempotency_key", String(KEY_LENGTH), nullable=True),
     UniqueConstraint("stream", "seq", name="uq_realtime_events_stream_seq"),
     Index("ix_realtime_events_created_at", "created_at"),
+    Index("uq_realtime_events_stream_key", "stream", "idempotency_key", unique=True),
 )
 
 _NEXT_SEQ = text(
@@ -87,6 +96,14 @@ class Event:
     type: str
     payload: str
     id: int | None = None
+    #: True when a publish with an idempotency key found this event already stored (a retry):
+    #: nothing new was stored or pushed, and this is the first publish's event.
+    replayed: bool = False
+
+    @property
+    def data(self) -> Any:
+        """The ``data`` the publisher gave, read back from the stored envelope."""
+        return json.loads(self.payload)["data"]
 
 
 def envelope(stream: str, seq: int | None, type_: str, data: object) -> str:
@@ -229,6 +246,21 @@ class _Holding:
         self._writer.release()
 
 
+class _Publish:
+    """One publisher's event waiting for a group commit, and what became of it."""
+
+    __slots__ = ("stream", "type_", "data", "key", "announce", "push", "event", "error", "done")
+
+    def __init__(self, stream: str, type_: str, data: object, key: str | None,
+                 announce: Callable[[Connection, Event], None] | None,
+                 push: Callable[[Event], None] | None):
+        self.stream, self.type_, self.data, self.key = stream, type_, data, key
+        self.announce, self.push = announce, push
+        self.event: Event | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class EventStore:
     """Appends and reads events; the engine is resolved lazily (it may need an app context)."""
 
@@ -239,6 +271,12 @@ class EventStore:
         #: Seconds a PostgreSQL append waits for a stream's row lock (``lock_timeout``).
         self.lock_timeout = 5.0
         self._writer_created = threading.Lock()
+        #: Publishers waiting for the publish lock whose events the next holder writes too.
+        self._group: list[_Publish] = []
+        self._group_lock = threading.Lock()
+        #: Transactions committed by :meth:`publish`, and the events they stored.
+        self.group_commits = 0
+        self.group_events = 0
 
     def writing(self, timeout: float | None = None) -> _Holding | NoWriterLock:
         """Held by a publisher around "append, then push": one writer at a time on SQLite.
@@ -260,6 +298,107 @@ class EventStore:
                         self._writer = NoWriterLock()
         return self._writer if timeout is None else self._writer(timeout)
 
+    def publish(
+        self,
+        stream: str,
+        type_: str,
+        data: object,
+        *,
+        key: str | None = None,
+        announce: Callable[[Connection, Event], None] | None = None,
+        push: Callable[[Event], None] | None = None,
+        timeout: float | None = None,
+    ) -> Event:
+        """Store one event in a transaction of its own, then ``push`` it, in sequence order.
+
+        On SQLite, publishers that arrive while another holds the publish lock share a
+        transaction (group commit): each queues its event, and whoever takes the lock next
+        appends everything queued, in arrival order, commits once and pushes each stored event
+        in order. Most of an append's cost is its transaction (pool checkout, BEGIN, COMMIT:
+        measured ~800 µs CPU per event alone, ~460 in groups of 4), and concurrent publishers
+        waited for the lock anyway. If the shared transaction fails, each event is appended
+        again alone, so one publisher's error (bad key, full disk) stays its own. PostgreSQL
+        takes concurrent writers as they come (grouping would lock several streams' rows in
+        one transaction, in any order: a deadlock waiting to happen), so it appends alone.
+
+        :param push: called with each newly stored event (not with a ``replayed`` one) after
+            the commit, under the publish lock, so pushes leave in sequence order.
+        :raises PublishTimeout: the publish lock stayed taken past ``timeout``; then this
+            event was not stored (it is taken back from the queue, or it was written by a
+            holder that had already taken it, and the event is returned after all).
+        """
+        if self.engine.dialect.name != "sqlite":
+            with self.writing(timeout) as lock:
+                event = self.append(stream, type_, data, announce=announce, key=key)
+                lock.release_file()
+                if push is not None and not event.replayed:
+                    push(event)
+            return event
+        mine = _Publish(stream, type_, data, key, announce, push)
+        with self._group_lock:
+            self._group.append(mine)
+        try:
+            lock = self.writing(timeout)
+            lock.__enter__()
+        except PublishTimeout:
+            with self._group_lock:
+                if mine in self._group:  # nobody took it: nothing was stored
+                    self._group.remove(mine)
+                    raise
+            mine.done.wait()  # a holder took it and is writing it: the outcome is theirs
+        else:
+            try:
+                if not mine.done.is_set():
+                    with self._group_lock:
+                        batch, self._group = self._group, []
+                    self._write_group(batch, lock)
+            finally:
+                lock.__exit__(None, None, None)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.event is not None
+        return mine.event
+
+    def _write_group(self, batch: list[_Publish], lock: Any) -> None:
+        """Append ``batch`` in one transaction (each alone if that fails), then push in order."""
+        try:
+            try:
+                with self.engine.begin() as conn:
+                    for item in batch:
+                        item.event = self._by_key(conn, item.stream, item.key) if item.key \
+                            else None
+                        if item.event is None:
+                            item.event = self._append_on(conn, item.stream, item.type_,
+                                                         item.data, item.announce, local=True,
+                                                         key=item.key)
+                self.group_commits += 1
+                self.group_events += len(batch)
+            except Exception:
+                for item in batch:
+                    item.event = None
+                    try:
+                        item.event = self.append(item.stream, item.type_, item.data,
+                                                 announce=item.announce, key=item.key)
+                    except Exception as exc:
+                        item.error = exc
+            lock.release_file()  # committed: other workers may write while this one pushes
+            for item in batch:
+                if item.event is not None and not item.event.replayed and item.push is not None:
+                    try:
+                        item.push(item.event)
+                    except Exception as exc:  # queued hand-offs do not raise; be sure anyway
+                        item.error = exc
+        except BaseException as exc:
+            for item in batch:
+                if item.event is None and item.error is None:
+                    item.error = exc
+            raise
+        finally:
+            for item in batch:
+                if item.event is None and item.error is None:
+                    item.error = RuntimeError("the group commit did not write this event")
+                item.done.set()
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
@@ -267,7 +406,22 @@ class EventStore:
         return self._engine
 
     def create_tables(self) -> None:
+        """Create the log's tables where missing, and add what a newer version needs to a log
+        an older one made (the idempotency key), for sites that do not run Alembic."""
         metadata.create_all(self.engine, checkfirst=True)
+        with self.engine.begin() as conn:
+            have = {c["name"] for c in inspect(conn).get_columns("realtime_events")}
+            if "idempotency_key" not in have:
+                conn.execute(text(
+                    f"ALTER TABLE realtime_events ADD COLUMN idempotency_key "
+                    f"VARCHAR({KEY_LENGTH})"
+                ))
+            indexes = {i["name"] for i in inspect(conn).get_indexes("realtime_events")}
+            if "uq_realtime_events_stream_key" not in indexes:
+                conn.execute(text(
+                    "CREATE UNIQUE INDEX uq_realtime_events_stream_key "
+                    "ON realtime_events (stream, idempotency_key)"
+                ))
 
     def append(
         self,
@@ -276,6 +430,7 @@ class EventStore:
         data: object,
         connection: Connection | None = None,
         announce: Callable[[Connection, Event], None] | None = None,
+        key: str | None = None,
     ) -> Event:
         """Number and store one event, in a transaction of its own or in ``connection``'s.
 
@@ -283,13 +438,90 @@ class EventStore:
             the event then commits, or rolls back, with the caller's own rows.
         :param announce: called with the connection and the event before the commit, for a
             broker that announces inside the transaction (PostgreSQL NOTIFY).
+        :param key: an idempotency key. If ``stream`` already holds an event stored with it,
+            that event comes back with ``replayed=True`` and nothing is stored or announced
+            (the stream's counter is not bumped either, so no gap appears).
         :raises PublishTimeout: PostgreSQL kept the stream's counter row locked past
             :attr:`lock_timeout` (another transaction that appended to it is still open).
         """
         if connection is not None:
-            return self._append_on(connection, stream, type_, data, announce, local=False)
-        with self.engine.begin() as conn:
-            return self._append_on(conn, stream, type_, data, announce, local=True)
+            if key is None:
+                return self._append_on(connection, stream, type_, data, announce, local=False)
+            return self._append_keyed(connection, stream, type_, data, announce, key)
+        try:
+            with self.engine.begin() as conn:
+                if key is not None:
+                    found = self._by_key(conn, stream, key)
+                    if found is not None:
+                        return found
+                return self._append_on(conn, stream, type_, data, announce, local=True,
+                                       key=key)
+        except IntegrityError:
+            # The same key in another transaction that committed first (PostgreSQL: SQLite's
+            # publishers are in line and saw it above). Ours rolled back whole: no gap.
+            if key is None:
+                raise
+            with self.engine.connect() as conn:
+                found = self._by_key(conn, stream, key)
+            if found is None:
+                raise
+            return found
+
+    def _append_keyed(
+        self,
+        conn: Connection,
+        stream: str,
+        type_: str,
+        data: object,
+        announce: Callable[[Connection, Event], None] | None,
+        key: str,
+    ) -> Event:
+        """A keyed append in the caller's transaction.
+
+        PostgreSQL takes concurrent writers, so two transactions may both find no event with
+        the key and both append: the second one's insert waits for the first's commit, then
+        collides on the unique index. A savepoint takes back that one's counter bump and lets
+        its transaction go on with the first event. SQLite has one writer at a time; the rare
+        collision (a concurrent commit between our read and our first write) raises
+        ``IntegrityError`` into the caller's transaction, which rolls back whole. (No
+        savepoint there: pysqlite would open the transaction with it and commit it on release.)
+        """
+        found = self._by_key(conn, stream, key)
+        if found is not None:
+            return found
+        if conn.dialect.name != "postgresql":
+            return self._append_on(conn, stream, type_, data, announce, local=False, key=key)
+        savepoint = conn.begin_nested()
+        try:
+            event = self._append_on(conn, stream, type_, data, announce, local=False, key=key)
+        except IntegrityError:
+            savepoint.rollback()
+            found = self._by_key(conn, stream, key)
+            if found is None:
+                raise
+            return found
+        except BaseException:
+            savepoint.rollback()
+            raise
+        savepoint.commit()
+        return event
+
+    @staticmethod
+    def _by_key(conn: Connection, stream: str, key: str) -> Event | None:
+        row = conn.execute(
+            select(events.c.id, events.c.seq, events.c.type, events.c.payload).where(
+                events.c.stream == stream, events.c.idempotency_key == key
+            )
+        ).first()
+        if row is None:
+            return None
+        row_id, seq, type_, payload = row
+        return Event(stream, seq, type_, payload, row_id, replayed=True)
+
+    def find(self, stream: str, key: str) -> Event | None:
+        """The event stored on ``stream`` with idempotency ``key``, if it is still kept."""
+        with self.engine.connect() as conn:
+            return self._by_key(conn, stream, key)
 
     def _append_on(
         self,
@@ -299,6 +531,7 @@ class EventStore:
         data: object,
         announce: Callable[[Connection, Event], None] | None,
         local: bool,
+        key: str | None = None,
     ) -> Event:
         data_json = _dumps(data)  # before any statement: data that is not JSON costs nothing
         postgres = conn.dialect.name == "postgresql"
@@ -330,7 +563,8 @@ class EventStore:
         payload = _assemble(stream, seq, type_, data_json)
         row_id = conn.execute(
             events.insert().values(
-                stream=stream, seq=seq, type=type_, payload=payload, created_at=time.time()
+                stream=stream, seq=seq, type=type_, payload=payload, created_at=time.time(),
+                idempotency_key=key,
             )
         ).inserted_primary_key[0]
         if previous is not None:

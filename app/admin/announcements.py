@@ -21,6 +21,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from app.admin import bp
 from app.auth.decorators import admin_required
+from app.idempotency import new_key, request_key
 from app.models import ROLES, User
 from app.notifications import announcements
 from app.notifications.models import LEVELS
@@ -56,6 +57,8 @@ class AnnouncementForm(FlaskForm):
                                    validators=[Optional(), NumberRange(min=1, max=525600)])
     #: Set by the confirmation step's button; a critical banner to everyone needs it.
     confirmed = HiddenField()
+    #: One key per rendered form: a double submit or a retry publishes once (app.idempotency).
+    idempotency_key = HiddenField(default=new_key)
     preview = SubmitField("Preview")
     submit = SubmitField("Publish")
 
@@ -125,6 +128,7 @@ def announcements_page():
         role=form.role.data,
         users=chosen,
         expires_at=announcements.expires_in(form.expires_minutes.data),
+        key=request_key("announcement"),
     )
     flash(f"Announcement sent to {announcement.recipients} account(s).", "success")
     return redirect(url_for("admin.announcements_page"))

@@ -13,6 +13,7 @@ from app.chat import bp, service
 from app.chat.models import Room
 from app.chat.service import PAGE_SIZE, ChatError
 from app.errors import wants_json
+from app.idempotency import HEADER, request_key
 
 #: HTTP status for each refusal code (anything else is a 400).
 STATUS = {"forbidden": 403, "not_found": 404, "rate_limited": 429, "archived": 409,
@@ -139,8 +140,11 @@ def post(room_id: int):
     """Post without JavaScript (the page's form falls back to this)."""
     back = url_for("chat.room", room_id=room_id)
     try:
+        # The no-JS form's hidden client_id, or a script's Idempotency-Key: a resend with it
+        # answers with the first message instead of posting a second.
+        client_id = request.form.get("client_id") or request.headers.get(HEADER) or None
         data = service.post_message(current_user.id, room_id, request.form.get("body", ""),
-                                    request.form.get("client_id") or None)
+                                    client_id)
     except ChatError as exc:
         if exc.code == "forbidden":
             abort(404, exc.message)
@@ -190,7 +194,7 @@ def create_room():
     try:
         room = service.create_room(current_user, request.form.get("name", ""),
                                    request.form.get("kind", "public"),
-                                   request.form.get("invite", ""))
+                                   request.form.get("invite", ""), key=request_key("room"))
     except ChatError as exc:
         return _refused(exc, url_for("chat.index"))
     return redirect(url_for("chat.room", room_id=room.id))

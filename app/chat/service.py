@@ -15,12 +15,14 @@ import time
 from typing import Any
 
 from flask import current_app
+from flask_tidings import user_stream
 from sqlalchemy import and_, case, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from app.chat.models import Budget, Message, Room, RoomMember
 from app.chat.signals import room_read
+from app.errors import saved
 from app.extensions import db, realtime
 from app.models import User, utcnow
 
@@ -274,12 +276,20 @@ def _spend_or_refuse(user_id: int, kind: str, count: float, window: float, limit
 # ---------------------------------------------------------------------------------------- rooms
 
 
-def create_room(creator: User, name: str, kind: str, invite: str = "") -> Room:
+def create_room(creator: User, name: str, kind: str, invite: str = "",
+                key: str | None = None) -> Room:
     """Create a public or private room; ``invite`` is a comma/space separated list of usernames.
 
+    :param key: the form's one-time key. It travels with the ``chat.room`` event that puts the
+        room in the creator's lists: a second request with it (a double submit, a retry after
+        a lost answer) creates nothing, spends no budget, and returns the first room.
     :raises ChatError: for a bad name or kind, an unknown invited username, or when the creator
         reached ``CHAT_ROOMS_PER_HOUR`` (admins are exempt).
     """
+    if key is not None:
+        first = realtime.published(user_stream(creator), key)
+        if first is not None:
+            return _room_of(first)
     name = (name or "").strip().lstrip("#").strip()
     if not name or len(name) > MAX_ROOM_NAME:
         raise ChatError("bad_name", f"A room name has 1 to {MAX_ROOM_NAME} characters.")
@@ -302,9 +312,32 @@ def create_room(creator: User, name: str, kind: str, invite: str = "") -> Room:
     members = {creator.id, *(u.id for u in invited)}
     for user_id in members:
         db.session.add(RoomMember(room_id=room.id, user_id=user_id))
+    db.session.flush()
+    # The creator's own lists hear of the room in its transaction, with the key: a new room
+    # has no messages yet (head and through 0), so this is what _announce_rooms would send.
+    event = realtime.notify(creator.id, "chat.room", _room_event(room, creator.id, 0, 0),
+                            session=db.session, key=key)
+    if event.replayed:  # the same key committed by a request racing this one: use its room
+        db.session.rollback()
+        return _room_of(event)
     db.session.commit()
-    _announce_rooms(room, sorted(members))
+    saved("Your room")
+    _announce_rooms(room, sorted(members - {creator.id}))
     return room
+
+
+def _room_of(event: Any) -> Room:
+    room = get_room(event.data["room"]["id"])
+    assert room is not None  # rooms are archived, never deleted
+    return room
+
+
+def _room_event(room: Room, user_id: int, head: int, through: int) -> dict[str, Any]:
+    return {
+        "room": {"id": room.id, "kind": room.kind, "title": room_title(room, user_id),
+                 "url": f"/chat/{room.id}", "messages_url": f"/chat/{room.id}/messages"},
+        "head": head, "through": through, "unread": 0,
+    }
 
 
 def open_dm(user: User, other_username: str) -> Room:
@@ -386,11 +419,7 @@ def _announce_rooms(room: Room, user_ids: list[int]) -> None:
     through = _last_id(room.id)
     for user_id in user_ids:
         try:
-            realtime.notify(user_id, "chat.room", {
-                "room": {"id": room.id, "kind": room.kind, "title": room_title(room, user_id),
-                         "url": f"/chat/{room.id}", "messages_url": f"/chat/{room.id}/messages"},
-                "head": head, "through": through, "unread": 0,
-            })
+            realtime.notify(user_id, "chat.room", _room_event(room, user_id, head, through))
         except Exception:
             # The room is stored; the other page lists it on its next load at the latest.
             db.session.rollback()
@@ -633,6 +662,7 @@ def post_message(user_id: int, room_id: Any, body: Any, client_id: Any = None) -
         # follower that misses it replays the event from the log.
         realtime.publish(room.stream, "chat.message", data, session=db.session)
         db.session.commit()
+        saved("Your message")
     except IntegrityError:
         # The same client id in a request running at this very moment: that one is stored.
         db.session.rollback()

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from app.errors import saved
 from app.extensions import db, realtime
 from app.models import ROLES, User, utcnow
 from app.notifications.models import (
@@ -153,10 +154,14 @@ def publish(
     role: str | None = None,
     users: Iterable[User] = (),
     expires_at: datetime | None = None,
+    key: str | None = None,
 ) -> Announcement:
     """Store an announcement and push it to its audience's open pages.
 
     Users offline now see it on their next page load (the banner area reads the table).
+
+    :param key: the compose form's one-time key. A second publish with it (a double submit,
+        a retry after a lost answer) stores nothing and returns the first announcement.
     """
     _check_level(level)
     if audience not in AUDIENCES:
@@ -184,8 +189,15 @@ def publish(
         )
         db.session.flush()
     announcement.recipients = len(audience_user_ids(announcement))
-    _tell_audience(announcement, "announcement", announcement.to_json())
+    events = _tell_audience(announcement, "announcement", announcement.to_json(), key=key)
+    if any(event.replayed for event in events):
+        # Already sent with this key: drop this copy, answer with the first one. (Its event
+        # was found under the unique key, so there is exactly one, whatever raced.)
+        db.session.rollback()
+        saved("Your announcement")
+        return get(events[0].data["id"])
     db.session.commit()
+    saved("Your announcement")
     # Loaded again after the commit, so the row the caller gets (a CLI command, a job) can be
     # read after its session has ended.
     db.session.refresh(announcement)
@@ -216,7 +228,8 @@ def audience_size(audience: str, role: str | None = None, users: Iterable[User] 
     return db.session.scalar(query) or 0
 
 
-def _tell_audience(announcement: Announcement, type_: str, data: dict[str, Any]) -> None:
+def _tell_audience(announcement: Announcement, type_: str, data: dict[str, Any],
+                   key: str | None = None) -> list[Any]:
     """Publish on the streams the announcement went out on, so exactly its audience hears.
 
     The events join the session's transaction: the announcement's row and its events commit
@@ -232,7 +245,7 @@ def _tell_audience(announcement: Announcement, type_: str, data: dict[str, Any])
             .where(AnnouncementRecipient.announcement_id == announcement.id)
             .order_by(AnnouncementRecipient.user_id)
         ))}
-    realtime.broadcast(type_, data, audience=target, session=db.session)
+    return realtime.broadcast(type_, data, audience=target, session=db.session, key=key)
 
 
 def edit(announcement_id: Any, title: str, body: str, level: str) -> Announcement:

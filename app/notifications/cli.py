@@ -43,8 +43,11 @@ def notify_command(username: str, title: str, body: str | None, link: str | None
 @click.option("--expires-minutes", type=click.IntRange(min=1), default=None,
               help="Hide the banner after this many minutes.")
 @click.option("--author", default=None, help="Username to record as the author.")
+@click.option("--key", default=None,
+              help="Idempotency key: a job retried with the same key announces once.")
 def broadcast_command(title: str, body: str, level: str, role: str | None, users: str | None,
-                      expires_minutes: int | None, author: str | None) -> None:
+                      expires_minutes: int | None, author: str | None,
+                      key: str | None) -> None:
     """Announce TITLE to everyone, a role, or chosen users."""
     if role and users:
         raise click.UsageError("Use --role or --users, not both.")
@@ -64,7 +67,7 @@ def broadcast_command(title: str, body: str, level: str, role: str | None, users
     try:
         announcement = announcements.publish(
             author_user, title, body, level=level, audience=audience, role=role, users=chosen,
-            expires_at=announcements.expires_in(expires_minutes),
+            expires_at=announcements.expires_in(expires_minutes), key=key,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
