@@ -110,6 +110,23 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Run every thread of these processes and of their children on ``cpus`` (threads they
+    start later inherit it from the thread that starts them)."""
+    for pid in pids:
+        for child in children(pid):
+            pin([child], cpus)
+        try:
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in threads:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass  # the thread ended meanwhile
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of these processes (every thread), in seconds."""
     ticks = 0
