@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from flask_login import UserMixin
 from sqlalchemy import DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
-from werkzeug.security import check_password_hash, generate_password_hash
 
+from app import passwords
 from app.extensions import db, login_manager
 
 #: The roles an account may have; admins see the Admin area.
@@ -41,11 +41,11 @@ class User(UserMixin, db.Model):
 
     def set_password(self, password: str) -> None:
         # werkzeug's default method is scrypt; the hash embeds its parameters, so it can change
-        # later.
-        self.password_hash = generate_password_hash(password)
+        # later. Computed at low CPU priority (app/passwords.py).
+        self.password_hash = passwords.hash_password(password)
 
     def check_password(self, password: str) -> bool:
-        return check_password_hash(self.password_hash, password)
+        return passwords.check_password(self.password_hash, password)
 
     @property
     def is_admin(self) -> bool:

@@ -17,8 +17,9 @@ from flask import (
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import generate_password_hash
 
+from app import passwords
 from app.auth import bp, reset, throttle
 from app.auth.forms import (
     PASSWORD_HINT,
@@ -108,7 +109,7 @@ def login():
 
         user = db.session.scalar(select(User).where(User.username == username))
         if user is None:
-            check_password_hash(_DUMMY_HASH, form.password.data)  # same cost as a real check
+            passwords.check_password(_DUMMY_HASH, form.password.data)  # same cost as a real one
             valid = False
         else:
             valid = user.check_password(form.password.data)
