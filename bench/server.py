@@ -180,7 +180,8 @@ def head() -> Any:
 #: ``BENCH_MEMORY=1``: ``GET /bench/memory`` answers where the worker's memory is: glibc's heap
 #: (in use vs held free), /proc's view of the address space, SQLite's own allocations and the
 #: pool. ``BENCH_MEMORY=trace`` also traces every allocation (tracemalloc, 8 frames) and adds
-#: what grew since the first call: allocation sites and live objects by type. Off by default:
+#: what grew since the previous call: allocation sites and live objects by type (what keeps
+#: growing shows in every report, warm-up only in the first ones). Off by default:
 #: tracing costs CPU on every allocation. Read by ``python -m bench.soak --memory [--trace]``.
 MEMORY = os.environ.get("BENCH_MEMORY", "")
 _memory_base: dict[str, Any] = {}
@@ -270,6 +271,7 @@ def memory() -> Any:
         for s in grew[:top]]
     diff = Counter(types)
     diff.subtract(_memory_base["types"])
+    _memory_base.update(snap=snap, types=types)  # the next report: what grew since this one
     report["objects"] = [[name, n] for name, n in diff.most_common(top) if n > 0]
     return jsonify(report)
 

@@ -226,8 +226,9 @@ def rss_slope(curve: list[tuple[float, int]], warm_up: float) -> float | None:
 
 async def sample_memory(server: Server, every: float, reports: list[dict[str, Any]],
                         stop: asyncio.Event) -> None:
-    """``--memory``: bench/server.py's ``/bench/memory`` every ``every`` seconds (the first call
-    sets its baseline); what grew is printed as it comes, so a long run can be read live."""
+    """``--memory``: bench/server.py's ``/bench/memory`` every ``every`` seconds; with
+    ``--trace`` what grew since the previous report is printed as it comes, so a long run can be
+    read live."""
     loop = asyncio.get_running_loop()
     started = time.monotonic()
 

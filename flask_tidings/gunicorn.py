@@ -49,13 +49,14 @@ def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
     """Cap the heaps ("arenas") glibc's malloc spreads this process's threads over; True if set.
 
     A worker runs some 55 threads (gthread's pool, the command pool, reactor, broker, sweep).
-    glibc gives threads their own arena, up to 8 per core, and an arena never hands its free
-    memory back while a block at its top is in use: each one settles at its own high-water mark
-    plus fragmentation. Measured in a soak (bench/soak.py ``--memory``, one worker): Python's
-    own allocations (tracemalloc) and malloc's bytes in use stayed flat while the free bytes
-    held in the arenas grew 23 -> 58 MB in 8 minutes, and RSS with them. Python holds the GIL
-    around almost every allocation, so threads gain next to nothing from separate arenas;
-    two keep the SQLite work that runs without the GIL off the main heap's lock.
+    glibc gives threads their own arena, up to 8 per core, and an arena keeps the memory freed
+    in it for its own thread's next allocations: each settles at its own high-water mark plus
+    fragmentation. Measured in an 8-minute soak (bench/soak.py ``--memory``, two workers): free
+    bytes held by the arenas ~3.5 MB per worker by default, ~0.6 MB with two arenas, RSS 3 MB
+    lower; with allocations traced (tracemalloc allocates from every thread) the free bytes grew
+    23 -> 58 MB while the bytes in use stayed flat. Python holds the GIL around almost every
+    allocation, so its threads gain next to nothing from separate arenas; two keep the SQLite
+    work that runs without the GIL off the main heap's lock.
 
     Assumptions, checked: Linux with glibc (``mallopt``; elsewhere this does nothing and says
     False), and a process that has not started its threads yet: arenas made before the call stay
