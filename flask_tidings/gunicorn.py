@@ -15,8 +15,8 @@ What the hook does in each worker, once the app is loaded:
 Without the hook sockets still work and events still reach every worker promptly; only the close
 on SIGTERM is abrupt (1006 instead of 1001), and a warning says so at the first handshake.
 
-A second line, ``limit_malloc_arenas()`` at the top of the config file, keeps a worker's memory
-flat over days (see :func:`limit_malloc_arenas`).
+A second line, ``limit_malloc_arenas()`` near the top of the config file, keeps the memory a
+worker's many threads hold free small (see :func:`limit_malloc_arenas`).
 """
 
 from __future__ import annotations
