@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+import tracemalloc
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
@@ -174,6 +175,109 @@ def reset_timers() -> Any:
 def head() -> Any:
     stream = request.args.get("stream", "broadcast")
     return jsonify(head=current_app.extensions["realtime"].store.head(stream))
+
+
+#: ``BENCH_MEMORY=1``: ``GET /bench/memory`` answers where the worker's memory is: glibc's heap
+#: (in use vs held free), /proc's view of the address space, SQLite's own allocations and the
+#: pool. ``BENCH_MEMORY=trace`` also traces every allocation (tracemalloc, 8 frames) and adds
+#: what grew since the previous call: allocation sites and live objects by type (what keeps
+#: growing shows in every report, warm-up only in the first ones). Off by default:
+#: tracing costs CPU on every allocation. Read by ``python -m bench.soak --memory [--trace]``.
+MEMORY = os.environ.get("BENCH_MEMORY", "")
+_memory_base: dict[str, Any] = {}
+
+
+def _mallinfo() -> dict[str, int]:
+    """glibc's own count over every arena: bytes in use, and bytes held free (fragmentation)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+    except (OSError, AttributeError):
+        return {}
+    info = libc.mallinfo2()
+    return {"arena_kb": info.arena // 1024, "mmap_kb": info.hblkhd // 1024,
+            "in_use_kb": info.uordblks // 1024, "free_kb": info.fordblks // 1024}
+
+
+def _maps() -> dict[str, int]:
+    """RSS (kB) of the heap, of anonymous mappings (thread arenas, stacks, sqlite/pymalloc) and of
+    files, from /proc/self/smaps; plus the count of anonymous mappings."""
+    out = {"heap_kb": 0, "anon_kb": 0, "file_kb": 0, "anon_maps": 0,
+           "threads": threading.active_count()}
+    kind = "anon"
+    with open("/proc/self/smaps") as smaps:
+        lines = smaps.readlines()
+    for line in lines:
+        first = line.split(None, 1)[0]
+        if "-" in first and not first.endswith(":"):
+            parts = line.split()
+            name = parts[5] if len(parts) > 5 else ""
+            kind = "heap" if name == "[heap]" else "file" if name.startswith("/") else "anon"
+            if kind == "anon":
+                out["anon_maps"] += 1
+        elif first == "Rss:":
+            out[kind + "_kb"] += int(line.split()[1])
+    return out
+
+
+def _sqlite_kb() -> int | None:
+    """What SQLite itself holds (every connection's page cache and statements), via its
+    ``sqlite3_memory_used``; ``None`` where the symbol cannot be reached."""
+    import ctypes
+
+    import _sqlite3
+
+    try:
+        used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (OSError, AttributeError):
+        return None
+    used.restype = ctypes.c_int64
+    return used() // 1024
+
+
+@bp.get("/memory")
+def memory() -> Any:
+    import gc
+    from collections import Counter
+
+    if not MEMORY:
+        abort(404)
+    pool = current_app.extensions["realtime"].store.engine.pool
+    report: dict[str, Any] = {"pid": os.getpid(), "malloc": _mallinfo(), "maps": _maps(),
+                              "sqlite_kb": _sqlite_kb(), "pool": pool.status()}
+    if not tracemalloc.is_tracing():
+        return jsonify(report)
+    gc.collect()
+    types = Counter(type(o).__name__ for o in gc.get_objects())
+    snap = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)])
+    report["traced_kb"] = tracemalloc.get_traced_memory()[0] // 1024
+    if not _memory_base:
+        _memory_base.update(snap=snap, types=types)
+        return jsonify(report)
+    top = int(request.args.get("top", 12))
+    grew = [s for s in snap.compare_to(_memory_base["snap"], "traceback") if s.size_diff > 0]
+    report["sites"] = [
+        {"kb": s.size_diff // 1024, "count": s.count_diff,
+         "where": [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}"
+                   for f in s.traceback][-6:]}
+        for s in grew[:top]]
+    diff = Counter(types)
+    diff.subtract(_memory_base["types"])
+    _memory_base.update(snap=snap, types=types)  # the next report: what grew since this one
+    report["objects"] = [[name, n] for name, n in diff.most_common(top) if n > 0]
+    return jsonify(report)
+
+
+if MEMORY == "trace":
+    tracemalloc.start(8)
 
 
 if os.environ.get("BENCH_TIMERS") == "1":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from tests.support import services
 from tests.support.live import (
     LIVE_SECRET_KEY,
     ROOT,
@@ -178,7 +179,8 @@ def start_tidings(directory: Path, sockets: int, workers: int = 1, redis: bool =
     }
     env.pop("TIDINGS_CONTROL_SOCKET", None)
     if redis:
-        env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+        # A private redis-server (tests/support/services.py), never the machine's own.
+        env["REDIS_URL"] = services.redis_url()
         env["REALTIME_REDIS_CHANNEL"] = f"tidings-bench-{uuid.uuid4().hex[:8]}"
     env.update(extra or {})
     directory.mkdir(parents=True, exist_ok=True)

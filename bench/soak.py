@@ -37,7 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bench.loadgen import USER_AGENT
-from bench.servers import Server, start_tidings
+from bench.servers import TOKEN, Server, start_tidings
 from bench.users import create_users, session_cookies
 
 #: Per second during the run: notify requests (each to 1..NOTIFY_BATCH random users),
@@ -224,8 +224,46 @@ def rss_slope(curve: list[tuple[float, int]], warm_up: float) -> float | None:
     return round(slope_kb_per_s * 60 / 1024, 3)
 
 
+async def sample_memory(server: Server, every: float, reports: list[dict[str, Any]],
+                        stop: asyncio.Event) -> None:
+    """``--memory``: bench/server.py's ``/bench/memory`` every ``every`` seconds; with
+    ``--trace`` what grew since the previous report is printed as it comes, so a long run can be
+    read live."""
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+
+    def get() -> dict[str, Any]:
+        response = requests.get(server.url + "/bench/memory", timeout=120,
+                                headers={"X-Bench-Token": TOKEN})
+        response.raise_for_status()
+        return response.json()
+
+    while not stop.is_set():
+        try:
+            report = await loop.run_in_executor(None, get)
+        except requests.RequestException as exc:
+            print(f"  memory: {exc}", flush=True)
+        else:
+            report["t"] = round(time.monotonic() - started, 1)
+            reports.append(report)
+            print(f"  memory at {report['t'] / 60:.1f} min (pid {report['pid']}): traced "
+                  f"{report.get('traced_kb')} kB, malloc {report['malloc']}, "
+                  f"maps {report['maps']}, "
+                  f"sqlite {report.get('sqlite_kb')} kB, pool {report.get('pool')}",
+                  flush=True)
+            for site in report.get("sites", [])[:8]:
+                print(f"    +{site['kb']} kB in {site['count']} blocks: "
+                      + " < ".join(reversed(site["where"])), flush=True)
+            if report.get("objects"):
+                print(f"    objects: {report['objects']}", flush=True)
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except asyncio.TimeoutError:
+            pass
+
+
 async def soak(server: Server, db_path: Path, cookies: dict[int, str], minutes: float,
-               settle: float, rss_every: float = 30.0
+               settle: float, rss_every: float = 30.0, memory: bool = False
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     heads = log_heads(db_path)
     clients = [Soaker(uid, cookie, (f"user:{uid}", "broadcast"),
@@ -237,6 +275,9 @@ async def soak(server: Server, db_path: Path, cookies: dict[int, str], minutes: 
     tasks = [asyncio.create_task(run_client(c, url, server.url, stop)) for c in clients]
     curve: list[tuple[float, int]] = []
     tasks.append(asyncio.create_task(sample_rss(server, rss_every, curve, stop)))
+    memory_reports: list[dict[str, Any]] = []
+    if memory:
+        tasks.append(asyncio.create_task(sample_memory(server, rss_every, memory_reports, stop)))
     try:
         await asyncio.wait_for(asyncio.gather(*(c.online.wait() for c in clients)), 60)
         print(f"  {len(clients)} clients online; traffic for {minutes:g} min", flush=True)
@@ -270,7 +311,7 @@ async def soak(server: Server, db_path: Path, cookies: dict[int, str], minutes: 
     warm_up = max(60.0, ran / 5)
     summary = {"seconds": round(ran, 1), "drain_s": round(drained, 2), "traffic": counts,
                "rss_curve_kb": curve, "rss_warm_up_s": warm_up,
-               "rss_slope_mb_per_min": rss_slope(curve, warm_up)}
+               "rss_slope_mb_per_min": rss_slope(curve, warm_up), "memory": memory_reports}
     for key in ("expected", "received", "missing", "duplicated", "unexpected", "out_of_order",
                 "connects", "refused"):
         summary[key] = sum(r[key] for r in rows)
@@ -286,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--keep", action="store_true", help="keep the server's folder")
+    parser.add_argument("--rss-every", type=float, default=30.0,
+                        help="seconds between RSS samples (and --memory reports)")
+    parser.add_argument("--memory", action="store_true",
+                        help="print where a worker's memory is (glibc heap, maps, SQLite) with "
+                             "each RSS sample (BENCH_MEMORY=1); clearest with --workers 1")
+    parser.add_argument("--trace", action="store_true",
+                        help="with --memory: trace allocations too (slower) and print what grew")
     args = parser.parse_args(argv)
     if not 0 < args.minutes <= 60 or not 0 < args.users <= 2000:
         parser.error("--minutes is in (0, 60] and --users in (0, 2000]")
@@ -295,11 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     db_path = workdir / "bench.db"
     print(f"== soak: {args.users} users, {args.workers} workers + Redis, "
           f"{args.minutes:g} min (folder {workdir})", flush=True)
-    server = start_tidings(workdir, args.users, workers=args.workers, redis=True)
+    memory = {"BENCH_MEMORY": "trace" if args.trace else "1"} if args.memory else None
+    server = start_tidings(workdir, args.users, workers=args.workers, redis=True, extra=memory)
     try:
         db_url = server.env["DATABASE_URL"]
         cookies = session_cookies(db_url, create_users(db_url, args.users, prefix="soak"))
-        rows, summary = asyncio.run(soak(server, db_path, cookies, args.minutes, settle=1.0))
+        rows, summary = asyncio.run(soak(server, db_path, cookies, args.minutes, settle=1.0,
+                                         rss_every=args.rss_every, memory=args.memory))
         problems = server.log_problems()
     finally:
         server.stop()

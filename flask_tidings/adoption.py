@@ -1,6 +1,7 @@
 """Taking a WebSocket's connection away from the WSGI server, so that it holds no server thread.
 
-This is the one low-level trick of the package, and it rests on assumptions about the server:
+This is the package's one low-level trick with sockets (``gunicorn.limit_malloc_arenas`` is
+the other, with memory), and it rests on assumptions about the server:
 
 - the server hands the view a plain ``socket.socket`` (``ws.sock`` from simple-websocket) whose
   descriptor it closes, and does nothing else with, once the view returns (gunicorn's gthread
