@@ -343,8 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     db_path = workdir / "bench.db"
     print(f"== soak: {args.users} users, {args.workers} workers + Redis, "
           f"{args.minutes:g} min (folder {workdir})", flush=True)
-    memory = {"BENCH_MEMORY": "trace" if args.trace else "1"} if args.memory else None
-    server = start_tidings(workdir, args.users, workers=args.workers, redis=True, extra=memory)
+    extra = {"BENCH_MEMORY": "trace" if args.trace else "1"} if args.memory else {}
+    # Every delivery is checked against the log at the end, so the log must keep every event:
+    # at ~3 broadcasts a second an hour passes the default 10,000 per stream, and the events
+    # pruned after they were delivered read as "unexpected" (35,400 in a 60-minute run).
+    extra["REALTIME_RETENTION_PER_STREAM"] = "0"
+    server = start_tidings(workdir, args.users, workers=args.workers, redis=True, extra=extra)
     try:
         db_url = server.env["DATABASE_URL"]
         cookies = session_cookies(db_url, create_users(db_url, args.users, prefix="soak"))
