@@ -388,12 +388,9 @@ class EventStore:
             try:
                 with self.engine.begin() as conn:
                     for item in batch:
-                        item.event = self._by_key(conn, item.stream, item.key) if item.key \
-                            else None
-                        if item.event is None:
-                            item.event = self._append_on(conn, item.stream, item.type_,
-                                                         item.data, item.announce, local=True,
-                                                         key=item.key)
+                        item.event = self._append_unless_stored(
+                            conn, item.stream, item.type_, item.data, item.announce, item.key,
+                            local=True)
                 self.group_commits += 1
                 self.group_events += len(batch)
             except Exception:
@@ -473,12 +470,8 @@ class EventStore:
             return self._append_keyed(connection, stream, type_, data, announce, key)
         try:
             with self.engine.begin() as conn:
-                if key is not None:
-                    found = self._by_key(conn, stream, key)
-                    if found is not None:
-                        return found
-                return self._append_on(conn, stream, type_, data, announce, local=True,
-                                       key=key)
+                return self._append_unless_stored(conn, stream, type_, data, announce, key,
+                                                  local=True)
         except IntegrityError:
             # The same key in another transaction that committed first (PostgreSQL: SQLite's
             # publishers are in line and saw it above). Ours rolled back whole: no gap.
@@ -509,11 +502,12 @@ class EventStore:
         ``IntegrityError`` into the caller's transaction, which rolls back whole. (No
         savepoint there: pysqlite would open the transaction with it and commit it on release.)
         """
+        if conn.dialect.name != "postgresql":
+            return self._append_unless_stored(conn, stream, type_, data, announce, key,
+                                              local=False)
         found = self._by_key(conn, stream, key)
         if found is not None:
             return found
-        if conn.dialect.name != "postgresql":
-            return self._append_on(conn, stream, type_, data, announce, local=False, key=key)
         savepoint = conn.begin_nested()
         try:
             event = self._append_on(conn, stream, type_, data, announce, local=False, key=key)
@@ -528,6 +522,24 @@ class EventStore:
             raise
         savepoint.commit()
         return event
+
+    def _append_unless_stored(
+        self,
+        conn: Connection,
+        stream: str,
+        type_: str,
+        data: object,
+        announce: Callable[[Connection, Event], None] | None,
+        key: str | None,
+        local: bool,
+    ) -> Event:
+        """The event already stored on ``stream`` with ``key`` (``replayed``), or a new one
+        appended on ``conn``."""
+        if key is not None:
+            found = self._by_key(conn, stream, key)
+            if found is not None:
+                return found
+        return self._append_on(conn, stream, type_, data, announce, local=local, key=key)
 
     @staticmethod
     def _by_key(conn: Connection, stream: str, key: str) -> Event | None:
