@@ -520,8 +520,13 @@ class Connection:
         return command
 
     def mark_finished(self) -> None:
-        self.finished.set()
+        """Over: nothing more is written, then ``on_finished`` counts and logs the close, and only
+        then is :attr:`finished` set, so whoever waits on it finds the close already recorded
+        (a test, or a handshake thread that lost the CPU right after handing the socket over)."""
         with self.lock:
             self.writable = False
             self._paused.clear()
-        self.on_finished(self)
+        try:
+            self.on_finished(self)
+        finally:
+            self.finished.set()
