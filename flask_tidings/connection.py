@@ -60,9 +60,12 @@ READ_BYTES = 65536
 #: Frames handled for one socket per reactor pass, at most: the rest waits for the next pass,
 #: after every other socket has had its share, and the socket is not read meanwhile.
 FRAMES_PER_PASS = 64
+#: Seconds a connection waits for the client's close reply after our close frame, at most.
+CLOSE_WAIT = 2.0
 #: Frames parsed after our close frame at most, looking for the client's close reply: a client
 #: that answers has at most a few messages in flight before it; a flooder never answers, and
-#: parsing its frames for the whole close wait cost a worker three times its idle CPU.
+#: parsing its frames for the whole close wait cost a worker three times its idle CPU. Past
+#: them the socket is not read at all (see :attr:`Connection.deaf`).
 FRAMES_AFTER_CLOSE = FRAMES_PER_PASS
 
 
@@ -305,7 +308,7 @@ class Connection:
             self._write_locked(frames.close(code, reason))
             self.writable = False
             self.closing = True
-            self.close_deadline = time.monotonic() + 2.0
+            self.close_deadline = time.monotonic() + CLOSE_WAIT
         self.reactor.finish_soon(self)
 
     def _cut_off_locked(self) -> None:
@@ -319,7 +322,7 @@ class Connection:
         self.writable = False
         self.closing = True
         self.close_code, self.close_reason = SLOW_CONSUMER, "slow consumer"
-        self.close_deadline = time.monotonic() + 2.0
+        self.close_deadline = time.monotonic() + CLOSE_WAIT
         self.reactor.cut_offs += 1
         log.info(
             "socket cut off conn=%s user=%s queued_bytes=%d reason=%s",
@@ -393,7 +396,7 @@ class Connection:
                 return False
             self.last_recv = time.monotonic()
             if self._input_failed or self._deaf:
-                return True  # closing: drain, parse nothing more, until the client or the wait ends
+                return True  # closing: parse nothing more, until the client or the wait ends
             self.ws.receive_data(data)
             self._events = iter(self.ws.events())
         now = time.monotonic()
@@ -402,8 +405,8 @@ class Connection:
                 return True  # the pool is behind on this client: read on once it catches up
             if self.closing:
                 if self._parsed_after_close >= FRAMES_AFTER_CLOSE:
-                    # No close reply among them: a client still sending after our close only
-                    # costs a recv per chunk from now on (the TCP close or the deadline ends it).
+                    # No close reply among them: stop reading (the reactor unwatches the
+                    # socket) until the close deadline ends the connection.
                     self._events = None
                     self._deaf = True
                     return True
@@ -418,6 +421,15 @@ class Connection:
             if not self.closing and not self.peer_closed:
                 self._on_frame(event, now)
         return True
+
+    @property
+    def deaf(self) -> bool:
+        """True once a client kept sending past :data:`FRAMES_AFTER_CLOSE` frames after our
+        close: the reactor stops reading its socket. Reading and dropping what it sent still
+        cost a recv per chunk here and a proxy's relaying of every byte for the whole close
+        wait; unread, the kernel's buffers fill, TCP flow control stops the sender (and nginx
+        stops reading it too), and the flood costs nobody anything until the deadline."""
+        return self._deaf
 
     def input_failed(self) -> None:
         """Handling this socket's input raised: close it with 1011 and read nothing more from it.

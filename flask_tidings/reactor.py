@@ -144,8 +144,9 @@ class Reactor:
             return
         if not alive:
             self._finish(conn)
-        elif conn.held and conn in self._conns:
-            # Not read until the pool catches up (resume_reading), however ready the socket is.
+        elif (conn.held or conn.deaf) and conn in self._conns:
+            # Not read until the pool catches up (resume_reading), however ready the socket is;
+            # a deaf one not again at all (the close deadline ends it).
             self._backlog.discard(conn)
             self._watch(conn)
         elif conn.input_pending and conn in self._conns:
@@ -231,9 +232,9 @@ class Reactor:
             self._watch(conn)
 
     def _watch(self, conn: Connection) -> None:
-        """Ask the selector for what ``conn`` waits for now: input unless it is held, output
-        while its outbox is not empty (neither: not registered at all)."""
-        events = (0 if conn.held else selectors.EVENT_READ) | (
+        """Ask the selector for what ``conn`` waits for now: input unless it is held or deaf,
+        output while its outbox is not empty (neither: not registered at all)."""
+        events = (0 if conn.held or conn.deaf else selectors.EVENT_READ) | (
             selectors.EVENT_WRITE if conn in self._writing else 0
         )
         try:

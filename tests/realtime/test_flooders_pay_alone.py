@@ -13,6 +13,7 @@ import time
 from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionType
 
+from flask_tidings import connection
 from flask_tidings.admission import Admission, AdmissionLimits
 from flask_tidings.connection import FRAMES_AFTER_CLOSE, Connection, Identity, Limits
 from flask_tidings.inbound import TokenBucket
@@ -45,17 +46,48 @@ class CountingWs:
         return getattr(self._ws, name)
 
 
+def fill(sock: socket.socket) -> int:
+    """Write pings to ``sock`` until the kernel takes no more; the bytes it took."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    chunk, taken = frame(PING, b"x") * 4000, 0
+    try:
+        while True:
+            taken += sock.send(chunk)
+    except BlockingIOError:
+        return taken
+    finally:
+        sock.settimeout(timeout)
+
+
 def test_frames_a_flooder_sends_after_our_close_are_not_parsed(connect):
     conn, flooder = connect(add=False, burst=5, flood_close_after=5)
     probe = conn.ws = CountingWs(conn.ws)
     conn.reactor.add(conn)
-    chunk = frame(PING, b"x") * 2000
-    for _ in range(20):  # 40,000 pings; the server closes it (4029) within the first dozen
-        flooder.send(chunk)
+    # Pings until the kernel takes no more; the server closes it (4029) within the first dozen.
+    assert fill(flooder.sock) > 5 * FRAMES_AFTER_CLOSE * len(frame(PING, b"x"))
     assert flooder.close_code() == 4029
     flooder.sock.shutdown(socket.SHUT_WR)  # the flooder goes away without a close frame
-    assert conn.finished.wait(10), "the connection should end when the client's TCP closes"
+    assert conn.finished.wait(10), "the close deadline should end the connection"
     assert probe.parsed <= 5 + 5 + 1 + FRAMES_AFTER_CLOSE
+
+
+def test_a_flooder_still_sending_after_our_close_is_not_read_at_all(connect, monkeypatch):
+    # Read and dropped, its bytes still cost a recv per chunk here, and nginx relays every one
+    # of them; unread, TCP flow control stops the flooder until the close deadline ends it.
+    monkeypatch.setattr(connection, "CLOSE_WAIT", 60.0)
+    conn, flooder = connect(burst=5, flood_close_after=5)
+    fill(flooder.sock)
+    assert flooder.close_code() == 4029
+    deadline = time.monotonic() + 10
+    while not conn.deaf and time.monotonic() < deadline:
+        fill(flooder.sock)  # whatever the reactor still reads, until it stops reading
+        time.sleep(0.05)
+    assert conn.deaf, "the server should stop reading a client that ignores its close"
+    fill(flooder.sock)
+    time.sleep(0.3)  # a reactor still draining the socket would make room in that time
+    assert fill(flooder.sock) == 0, "the server read what the flooder sent after it went deaf"
+    assert not conn.finished.is_set()  # still waiting for the deadline, reading nothing
 
 
 def test_a_client_answering_our_close_is_still_heard(connect):
