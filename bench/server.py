@@ -227,6 +227,19 @@ def _maps() -> dict[str, int]:
     return out
 
 
+#: Every OS thread id this worker has run (``/proc/self/task``), to see threads come and go:
+#: glibc gives each new thread a stack and per-thread malloc state.
+_tids_seen: set[int] = set()
+
+
+def _threads() -> dict[str, int]:
+    """OS threads now, and how many thread ids were new since the previous report."""
+    tids = {int(t) for t in os.listdir("/proc/self/task")}
+    new = len(tids - _tids_seen)
+    _tids_seen.update(tids)
+    return {"os_threads": len(tids), "new_tids": new, "tids_ever": len(_tids_seen)}
+
+
 def _sqlite_kb() -> int | None:
     """What SQLite itself holds (every connection's page cache and statements), via its
     ``sqlite3_memory_used``; ``None`` where the symbol cannot be reached."""
@@ -251,7 +264,8 @@ def memory() -> Any:
         abort(404)
     pool = current_app.extensions["realtime"].store.engine.pool
     report: dict[str, Any] = {"pid": os.getpid(), "malloc": _mallinfo(), "maps": _maps(),
-                              "sqlite_kb": _sqlite_kb(), "pool": pool.status()}
+                              "sqlite_kb": _sqlite_kb(), "pool": pool.status(),
+                              "threads": _threads()}
     if not tracemalloc.is_tracing():
         return jsonify(report)
     gc.collect()
@@ -282,6 +296,17 @@ if MEMORY == "trace":
 
 if os.environ.get("BENCH_TIMERS") == "1":
     install_timers()
-app = create_app()
+#: ``BENCH_POOL="pool_size=4,max_overflow=100,pool_use_lifo=1"``: engine options (integers) over
+#: the site's own, to measure what the pool's size does to a soak's memory without editing
+#: app/config.py (docs/reliability.md, "Soak": run B).
+_config = None
+if os.environ.get("BENCH_POOL"):
+    from app.config import config_from_env
+
+    _config = config_from_env()()
+    for item in os.environ["BENCH_POOL"].split(","):
+        key, value = item.split("=")
+        _config.SQLALCHEMY_ENGINE_OPTIONS[key] = int(value)
+app = create_app(_config)
 csrf.exempt(bp)
 app.register_blueprint(bp)

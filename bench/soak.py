@@ -249,7 +249,8 @@ async def sample_memory(server: Server, every: float, reports: list[dict[str, An
             print(f"  memory at {report['t'] / 60:.1f} min (pid {report['pid']}): traced "
                   f"{report.get('traced_kb')} kB, malloc {report['malloc']}, "
                   f"maps {report['maps']}, "
-                  f"sqlite {report.get('sqlite_kb')} kB, pool {report.get('pool')}",
+                  f"sqlite {report.get('sqlite_kb')} kB, pool {report.get('pool')}, "
+                  f"threads {report.get('threads')}",
                   flush=True)
             for site in report.get("sites", [])[:8]:
                 print(f"    +{site['kb']} kB in {site['count']} blocks: "
