@@ -607,12 +607,6 @@ class Realtime:
                 app.config.setdefault(f"REALTIME_{name}", getattr(defaults, name))
         if not app.config.get("REALTIME_REDIS_URL"):
             app.config["REALTIME_REDIS_URL"] = app.config.get("REDIS_URL")
-        # simple-websocket must not start its own reader thread: our reactor reads the socket.
-        options = dict(app.config.get("SOCK_SERVER_OPTIONS") or {})
-        options["thread_class"] = _NoThread
-        options.setdefault("ping_interval", None)
-        app.config["SOCK_SERVER_OPTIONS"] = options
-
         check_server_support()
         store = EventStore(self._engine_factory(app))
         state = RealtimeState(self, app, store)
@@ -1077,12 +1071,3 @@ def _unique(users: Iterable[Any]) -> list[Any]:
         seen.setdefault(_user_id(user), user)
     return list(seen.values())
 
-
-class _NoThread:
-    """Stands in for simple-websocket's per-socket reader thread, which we never start."""
-
-    def __init__(self, target: Callable[[], None] | None = None, **_: Any):
-        self.name = "tidings-no-reader"
-
-    def start(self) -> None:
-        pass
