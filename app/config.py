@@ -81,10 +81,17 @@ def pool_options(threads: int, command_threads: int) -> dict[str, int]:
 
 
 def fit_engine_options(uri: str, options: dict) -> dict:
-    """An in-memory SQLite database lives in one connection (Flask-SQLAlchemy gives it a
-    StaticPool), which takes no pool size."""
-    if uri.startswith("sqlite") and (uri in ("sqlite://", "sqlite:///:memory:")
-                                     or "mode=memory" in uri):
+    """The pool options that make sense for this database.
+
+    SQLite has no server that could restart or drop a connection, so the pre-ping (a
+    ``SELECT 1`` before every checkout) could never find a dead one: it only doubled the
+    queries of every socket handshake and subscribe (issue 18). An in-memory SQLite database
+    lives in one connection (Flask-SQLAlchemy gives it a StaticPool), which takes no pool size.
+    """
+    if not uri.startswith("sqlite"):
+        return options
+    options = {k: v for k, v in options.items() if k != "pool_pre_ping"}
+    if uri in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in uri:
         return {k: v for k, v in options.items() if k not in ("pool_size", "max_overflow")}
     return options
 

@@ -71,6 +71,7 @@ TIMED = [
     # refactor of the package does not break the bench (the report lists what was found).
     ("flask.app", "Flask.wsgi_app"),
     ("flask_tidings.views", "_refusal"),
+    ("flask_tidings.extension", "Realtime.handshake_identity"),
     ("flask_tidings.extension", "Realtime.current_identity"),
     ("flask.sessions", "SecureCookieSessionInterface.open_session"),
     ("flask_login.login_manager", "LoginManager._load_user"),
@@ -78,6 +79,7 @@ TIMED = [
     ("flask_tidings.admission", "Admission.reserve"),
     ("flask_tidings.extension", "RealtimeState.ensure_started"),
     ("simple_websocket.ws", "Server.__init__"),
+    ("flask_tidings.views", "upgrade"),
     ("flask_tidings.views", "start_connection"),
     ("flask_tidings.views", "take_over"),
     ("flask_tidings.connection", "Connection.__init__"),
@@ -150,11 +152,14 @@ def install_timers() -> list[str]:
         setattr(owner, attr, _timed(path, fn))
         found.append(path)
     import app.models  # noqa: F401  (registers the user loader)
-    from app.extensions import login_manager
+    from app.extensions import login_manager, realtime
 
     if getattr(login_manager, "_user_callback", None) is not None:  # registered, not looked up
         login_manager._user_callback = _timed("load_user", login_manager._user_callback)
         found.append("load_user")
+    if getattr(realtime, "_session_loader", None) is not None:
+        realtime._session_loader = _timed("session_loader", realtime._session_loader)
+        found.append("session_loader")
     return found
 
 
@@ -294,8 +299,61 @@ if MEMORY == "trace":
     tracemalloc.start(8)
 
 
+#: ``BENCH_PROFILE=<path>``: every handshake request, reactor read and command-pool turn runs
+#: under cProfile on this thread's CPU clock (a descheduled thread costs nothing), and
+#: ``POST /bench/profile`` writes their sum to ``<path>`` (pstats). Far slower than timers, so
+#: only the shape of the profile is evidence, not its totals.
+PROFILE = os.environ.get("BENCH_PROFILE", "")
+_profiles: list[Any] = []
+
+
+def _profiled(fn: Any) -> Any:
+    import cProfile
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        environ = args[0] if args and isinstance(args[0], dict) else {}
+        if environ.get("PATH_INFO", "").startswith("/bench"):
+            return fn(*args, **kwargs)  # the harness's own requests
+        profile = cProfile.Profile(time.thread_time)
+        profile.enable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            profile.disable()
+            with _timers_lock:
+                _profiles.append(profile)
+
+    return wrapper
+
+
+def install_profile() -> None:
+    from flask_tidings import commands, connection
+
+    for owner, attr in ((commands.CommandRunner, "_run"),
+                        (connection.Connection, "on_readable")):
+        setattr(owner, attr, _profiled(getattr(owner, attr)))
+
+
+@bp.post("/profile")
+def write_profile() -> Any:
+    import pstats
+
+    with _timers_lock:
+        taken, _profiles[:] = list(_profiles), []
+    if not PROFILE or not taken:
+        abort(404)
+    stats = pstats.Stats(taken[0])
+    for profile in taken[1:]:
+        stats.add(profile)
+    stats.dump_stats(PROFILE)
+    return jsonify(profiles=len(taken))
+
+
 if os.environ.get("BENCH_TIMERS") == "1":
     install_timers()
+if PROFILE:
+    install_profile()
 #: ``BENCH_POOL="pool_size=4,max_overflow=100,pool_use_lifo=1"``: engine options (integers) over
 #: the site's own, to measure what the pool's size does to a soak's memory without editing
 #: app/config.py (docs/reliability.md, "Soak": run B).
@@ -310,3 +368,6 @@ if os.environ.get("BENCH_POOL"):
 app = create_app(_config)
 csrf.exempt(bp)
 app.register_blueprint(bp)
+if PROFILE:
+    # The whole handshake request, from gunicorn's call to the response (the WSGI app).
+    app.wsgi_app = _profiled(app.wsgi_app)  # type: ignore[method-assign]

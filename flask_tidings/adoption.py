@@ -3,9 +3,11 @@
 This is the package's one low-level trick with sockets (``gunicorn.limit_malloc_arenas`` is
 the other, with memory), and it rests on assumptions about the server:
 
-- the server hands the view a plain ``socket.socket`` (``ws.sock`` from simple-websocket) whose
-  descriptor it closes, and does nothing else with, once the view returns (gunicorn's gthread
-  worker over plain TCP);
+- the server puts the connection's socket in the WSGI environ (``gunicorn.socket``,
+  ``werkzeug.socket``), lets the view write the 101 answer on it itself, and has read nothing
+  past the handshake's request (a client waits for the 101 before it sends a frame);
+- under gunicorn that socket is a plain ``socket.socket`` whose descriptor the server closes,
+  and does nothing else with, once the view returns (gthread or sync worker over plain TCP);
 - nothing else holds bytes of this connection in a user-space buffer (TLS terminated by the
   server would: an ``ssl.SSLSocket`` cannot be duplicated into a plain socket).
 
@@ -15,10 +17,53 @@ for the servers supported and how each behaves).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import Any
+
+#: RFC 6455: the server proves it read the handshake by hashing the client's key with this.
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_response(key: str) -> bytes:
+    """The 101 answer to a handshake with ``Sec-WebSocket-Key: key``: no subprotocol and no
+    extension (permessage-deflate is never negotiated, see frames.py).
+
+    The handshake's request was checked before the upgrade (admission.handshake_refusal), so
+    all that is left is this answer: parsing the request again through h11 and wsproto, as
+    simple-websocket did, cost more than every check before it (issue 18).
+    """
+    accept = base64.b64encode(hashlib.sha1(key.strip().encode("ascii") + _GUID).digest())
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+
+@dataclass
+class Upgraded:
+    """A connection the view has answered with 101: the server's socket, and which server."""
+
+    sock: Any
+    mode: str  # "gunicorn" or "werkzeug"
+
+
+def upgrade(environ: dict[str, Any]) -> Upgraded:
+    """Write the 101 answer on the server's own socket (a blocking one, as the server runs
+    the view)."""
+    if "werkzeug.socket" in environ:
+        sock, mode = environ["werkzeug.socket"], "werkzeug"
+    elif "gunicorn.socket" in environ:
+        sock, mode = environ["gunicorn.socket"], "gunicorn"
+    else:
+        raise RuntimeError(
+            "flask_tidings cannot reach this server's socket (neither gunicorn.socket nor "
+            "werkzeug.socket in the WSGI environ); run gunicorn with --worker-class gthread."
+        )
+    sock.sendall(accept_response(environ["HTTP_SEC_WEBSOCKET_KEY"]))
+    return Upgraded(sock, mode)
 
 
 def adopt_socket(server_socket: socket.socket) -> socket.socket:
@@ -101,11 +146,11 @@ class TLSSocket:
         self._sock.close()
 
 
-def take_over(ws: Any) -> tuple[Any, bool]:
+def take_over(ws: Upgraded) -> tuple[Any, bool]:
     """The connection's socket for the reactor, and whether the server's thread must stay.
 
     gunicorn (sync or gthread) over plain TCP: the connection is adopted and the thread is free.
-    Anywhere else flask-sock runs (Werkzeug's ``flask run``, gunicorn with ``--certfile``) the
+    Anywhere else (Werkzeug's ``flask run``, gunicorn with ``--certfile``) the
     reactor drives the server's own socket while the view holds the server's thread until the
     connection ends: the same protocol and guarantees, one server thread per socket.
     """

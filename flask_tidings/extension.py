@@ -37,6 +37,8 @@ from .store import KEY_LENGTH, Event, EventStore, envelope, site_identity
 log = logging.getLogger("tidings.realtime")
 
 IdentityLoader = Callable[[], "Identity | None"]
+#: ``fn(session_id) -> user | row | Identity | None``: see :meth:`Realtime.session_loader`.
+SessionLoader = Callable[[str], Any]
 Authorizer = Callable[[Identity, str], bool]
 Handler = Callable[[Connection, Any], Any]
 
@@ -574,6 +576,7 @@ class Realtime:
     ):
         self._engine = engine
         self._identity_loader: IdentityLoader = identity or default_identity
+        self._session_loader: SessionLoader | None = None
         self._authorizers: dict[str, Authorizer] = {}
         self._handlers: dict[str, Handler] = {}
         self._connect_hooks: list[Callable[[Connection], None]] = []
@@ -604,12 +607,6 @@ class Realtime:
                 app.config.setdefault(f"REALTIME_{name}", getattr(defaults, name))
         if not app.config.get("REALTIME_REDIS_URL"):
             app.config["REALTIME_REDIS_URL"] = app.config.get("REDIS_URL")
-        # simple-websocket must not start its own reader thread: our reactor reads the socket.
-        options = dict(app.config.get("SOCK_SERVER_OPTIONS") or {})
-        options["thread_class"] = _NoThread
-        options.setdefault("ping_interval", None)
-        app.config["SOCK_SERVER_OPTIONS"] = options
-
         check_server_support()
         store = EventStore(self._engine_factory(app))
         state = RealtimeState(self, app, store)
@@ -669,34 +666,63 @@ class Realtime:
     def handshake_identity(self, state: RealtimeState) -> Identity | None:
         """:meth:`current_identity`, remembered per login session for a few seconds (see
         identities.py) when the site uses Flask-Login's sessions and the broker can tell this
-        worker about logouts elsewhere."""
-        key = self._session_key(state)
+        worker about logouts elsewhere; on a miss, the site's :meth:`session_loader` if any."""
+        key = self._session_id()
         if key is None:
             return self.current_identity()
         cache = state.identities
+        cached = cache.ttl > 0 and state.broker is not None and state.broker.connected
+        if not cached:
+            return self._load_session(key)
         identity = cache.get(key, time.monotonic())
         if identity is not None:
             return identity
         generation = cache.generation
-        identity = self.current_identity()
+        identity = self._load_session(key)
         if identity is not None:
             cache.put(key, identity, time.monotonic(), generation)
         return identity
 
-    def _session_key(self, state: RealtimeState) -> str | None:
-        """Flask-Login's ``"<id>.<session version>"`` from the signed session, or None where the
-        cache must not be used."""
-        if self._identity_loader is not default_identity or state.identities.ttl <= 0:
-            return None
-        if state.broker is None or not state.broker.connected:
+    def _session_id(self) -> str | None:
+        """Flask-Login's ``"<id>.<session version>"`` from the signed session, or None where
+        Flask-Login itself must decide (another identity loader, strong session protection,
+        no session: a remember-me cookie, a request loader)."""
+        if self._identity_loader is not default_identity:
             return None
         manager = getattr(current_app, "login_manager", None)
-        if manager is None or manager.session_protection == "strong":
+        if manager is None:
+            return None
+        mode = current_app.config.get("SESSION_PROTECTION", manager.session_protection)
+        if mode == "strong":
             return None  # strong protection may refuse a session for its address: load it
         from flask import session
 
         key = session.get("_user_id")
         return key if isinstance(key, str) and key else None
+
+    def _load_session(self, key: str) -> Identity | None:
+        """Who the session ``key`` is for: the site's :meth:`session_loader` when it vouches
+        for the key, else Flask-Login's whole path (which also tries a remember-me cookie when
+        the session no longer holds, so a refusal stays Flask-Login's to make)."""
+        if self._session_loader is not None:
+            identity = as_identity(self._session_loader(key))
+            if identity is not None:
+                return identity
+        return self.current_identity()
+
+    def session_loader(self, fn: SessionLoader) -> SessionLoader:
+        """Register a lighter check of a Flask-Login session for the socket handshake.
+
+        ``fn(session_id)`` gets what Flask-Login's user loader gets from the session and returns
+        the user (or a row with ``id``, ``username``, ``role``; or an :class:`Identity`) when
+        the user loader would accept it, else ``None``. Only the fields an identity needs are
+        read, so one query of a few columns can replace building the site's user object: on a
+        handshake that was the largest single cost (issue 18). ``None`` is not a refusal: the
+        handshake then asks Flask-Login, which may still log the user in from a remember-me
+        cookie. Runs in the handshake's request context, before the ``Origin`` check.
+        """
+        self._session_loader = fn
+        return fn
 
     def identity_loader(self, fn: IdentityLoader) -> IdentityLoader:
         """Register how to tell who opens a socket (default: Flask-Login's ``current_user``)."""
@@ -1045,12 +1071,3 @@ def _unique(users: Iterable[Any]) -> list[Any]:
         seen.setdefault(_user_id(user), user)
     return list(seen.values())
 
-
-class _NoThread:
-    """Stands in for simple-websocket's per-socket reader thread, which we never start."""
-
-    def __init__(self, target: Callable[[], None] | None = None, **_: Any):
-        self.name = "tidings-no-reader"
-
-    def start(self) -> None:
-        pass

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     func,
     inspect,
@@ -282,6 +283,15 @@ def padded(values: list[str]) -> list[str]:
     while size < len(values):
         size *= 2
     return values + [values[-1]] * (size - len(values))
+
+
+#: The head reads, built once: constructing the statement (the ``IN`` list's coercion above all)
+#: cost as much as running it, on every subscribe (issue 18). ``names`` is an expanding
+#: parameter, still given :func:`padded` lists.
+_HEAD = select(streams.c.last_seq).where(streams.c.name == bindparam("name"))
+_HEADS = select(streams.c.name, streams.c.last_seq).where(
+    streams.c.name.in_(bindparam("names", expanding=True))
+)
 
 
 class EventStore:
@@ -624,9 +634,7 @@ class EventStore:
 
     def head(self, stream: str) -> int:
         with self.engine.connect() as conn:
-            value = conn.execute(
-                select(streams.c.last_seq).where(streams.c.name == stream)
-            ).scalar()
+            value = conn.execute(_HEAD, {"name": stream}).scalar()
         return int(value or 0)
 
     def seq_at(self, stream: str, when: float) -> int:
@@ -653,10 +661,7 @@ class EventStore:
         found: dict[str, int] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(names), IN_CHUNK):
-                chunk = padded(names[start : start + IN_CHUNK])
-                rows = conn.execute(
-                    select(streams.c.name, streams.c.last_seq).where(streams.c.name.in_(chunk))
-                )
+                rows = conn.execute(_HEADS, {"names": padded(names[start : start + IN_CHUNK])})
                 found.update({name: int(seq) for name, seq in rows})
         return found
 

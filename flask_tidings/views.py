@@ -1,9 +1,9 @@
 """The socket endpoint: checks before the upgrade, then hand the socket to the reactor.
 
-flask-sock accepts the WebSocket before the route function runs, so every refusal (a malformed
-handshake, not logged in, foreign ``Origin``, worker full, too many tabs or connections from one
-address) happens in ``before_request``, while the answer can still be a plain HTTP status with a
-JSON body. The decisions themselves are admission.py's.
+Every refusal (a malformed handshake, not logged in, foreign ``Origin``, worker full, too many
+tabs or connections from one address) happens in ``before_request``, while the answer can still
+be a plain HTTP status with a JSON body; the view only writes the 101 and hands the socket on.
+The decisions themselves are admission.py's, the socket tricks adoption.py's.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from flask_sock import Sock
+from wsproto.connection import Connection as WsConnection
+from wsproto.connection import ConnectionType
 
 from .admission import Refusal, Ticket, handshake_refusal, origin_allowed
-from .adoption import take_over
+from .adoption import Upgraded, take_over, upgrade
 from .connection import GOING_AWAY, Connection
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
         static_folder="static",
         static_url_path=config["URL"].rstrip("/") + "/static",
     )
-    sock = Sock()
 
     @bp.get(config["URL"].rstrip("/") + "/check")
     def check() -> Response:
@@ -75,8 +75,9 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
         if ticket is not None and not g.pop("_realtime_adopted", False):
             ticket.release()
 
-    @sock.route(config["URL"], bp=bp)
-    def socket(ws: Any) -> None:
+    # websocket=True: only an Upgrade request matches (anything else is a 400 from routing).
+    @bp.route(config["URL"], websocket=True)
+    def socket() -> Response:
         identity = g._realtime_identity
         # What the handshake used (above all a database session holding a pooled connection)
         # is released now; commands run later in request contexts of their own. A connection
@@ -86,6 +87,7 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
             current_app.do_teardown_appcontext()
         except Exception:
             log.warning("realtime handshake teardown failed; socket kept", exc_info=True)
+        ws = upgrade(request.environ)
         conn, held = start_connection(
             ext, state, ws, identity, g._realtime_ticket, g._realtime_since
         )
@@ -95,8 +97,17 @@ def make_blueprint(ext: Realtime, state: RealtimeState) -> Blueprint:
             # does all the I/O, but the server must not touch the socket until it is over.
             conn.finished.wait()
         # Returning frees this server thread: the reactor and the command pool take it from here.
+        return _Answered() if ws.mode == "gunicorn" else Response()
 
     return bp
+
+
+class _Answered(Response):
+    """What the view returns under gunicorn once the 101 is written: gunicorn must write
+    nothing more, and closes its (stand-in) socket quietly when its call stops like this."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise StopIteration()
 
 
 def _refusal(ext: Realtime, state: RealtimeState, reserve: bool) -> Response | None:
@@ -174,18 +185,18 @@ _KEPT = (
 
 
 def start_connection(
-    ext: Realtime, state: RealtimeState, ws: Any, identity: Any, ticket: Ticket, since: float
+    ext: Realtime, state: RealtimeState, ws: Upgraded, identity: Any, ticket: Ticket,
+    since: float,
 ) -> tuple[Connection, bool]:
     """Register the connection and hand it to the reactor; True when the server's thread must
     stay with it (see :func:`adoption.take_over`)."""
-    # flask-sock's own close() after we return must not write: the socket is ours now.
-    ws.connected = False
     assert state.reactor is not None and state.commands is not None
     environ = request.environ
     kept = {key: environ[key] for key in _KEPT if key in environ}
     kept.update({key: value for key, value in environ.items() if key.startswith("HTTP_")})
     sock, held = take_over(ws)
-    conn = Connection(sock, ws.ws, identity, state.limits, state.reactor, ticket.budget)
+    conn = Connection(sock, WsConnection(ConnectionType.SERVER), identity, state.limits,
+                      state.reactor, ticket.budget)
     conn.environ = kept
     conn.schedule = state.commands.schedule
     commands = state.commands

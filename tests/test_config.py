@@ -16,6 +16,7 @@ from app.config import (
     ProductionConfig,
     config_from_env,
     development_secret_key,
+    fit_engine_options,
     normalize_database_url,
 )
 from app.config import TestConfig as ConfigForTests  # a Test* name would be collected
@@ -210,3 +211,14 @@ def test_create_user_takes_an_email_for_password_resets(app, runner):
     with app.app_context():
         assert db.session.scalar(select(User.email).where(User.username == "frank")) == \
             "frank@example.org"
+
+
+@pytest.mark.parametrize(("uri", "pinged"), [
+    ("postgresql+psycopg://tidings@localhost/tidings", True),
+    ("sqlite:////srv/tidings/tidings.db", False),
+    ("sqlite://", False),
+])
+def test_only_a_database_server_is_pinged_before_each_checkout(uri, pinged):
+    """A server may restart under a pooled connection; a SQLite file has none to lose."""
+    options = fit_engine_options(uri, Config().SQLALCHEMY_ENGINE_OPTIONS)
+    assert options.get("pool_pre_ping", False) is pinged

@@ -74,3 +74,23 @@ def test_open_sockets_do_not_hold_database_connections(server, live_login_as):
     finally:
         for client in clients:
             client.close()
+
+
+def test_the_101_answer_proves_the_key_as_rfc_6455_shows_and_as_wsproto_would():
+    """The handshake's answer is written by hand (adoption.accept_response); a client checks
+    Sec-WebSocket-Accept against its key and drops the connection when it is wrong."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request
+
+    from flask_tidings.adoption import accept_response
+
+    answer = accept_response("dGhlIHNhbXBsZSBub25jZQ==")  # RFC 6455, section 1.3
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer
+    assert answer.endswith(b"\r\n\r\n")
+    client = WSConnection(ConnectionType.CLIENT)
+    request = client.send(Request(host="localhost", target="/ws"))
+    key = [line.split(b": ", 1)[1] for line in request.split(b"\r\n")
+           if line.lower().startswith(b"sec-websocket-key")][0].decode()
+    client.receive_data(accept_response(key))
+    assert isinstance(next(client.events()), AcceptConnection)

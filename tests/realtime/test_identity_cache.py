@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from app.extensions import db, login_manager
-from app.models import User
+from app.extensions import db, login_manager, realtime
+from app.models import User, load_user, session_user
 from flask_tidings.connection import Identity
+from flask_tidings.extension import as_identity
 from flask_tidings.identities import IdentityCache
 from tests.realtime.test_revocation import handshake_environ, parse
 
@@ -57,21 +58,44 @@ def handshake(app, cookie: str) -> str:
         assert not request.is_alive()
 
 
-@pytest.fixture
-def site(app, client, auth, monkeypatch):
-    """Alice logged in; ``loads`` counts the site's user loads (the database queries)."""
+@pytest.fixture(params=["session loader", "flask-login"])
+def site(request, app, client, auth, monkeypatch):
+    """Alice logged in; ``loads`` counts the site's user loads (the database queries).
+
+    Run twice: with the site's light session loader (what handshakes use), and without it
+    (Flask-Login's user loader, what a site without one gets)."""
     auth.login()
     state = app.extensions["realtime"]
     state.ensure_started()
     loads: list[str] = []
-    original = login_manager._user_callback
+    if request.param == "session loader":
+        owner, name = realtime, "_session_loader"
+    else:
+        monkeypatch.setattr(realtime, "_session_loader", None)
+        owner, name = login_manager, "_user_callback"
+    original = getattr(owner, name)
 
     def counted(user_id):
         loads.append(user_id)
         return original(user_id)
 
-    monkeypatch.setattr(login_manager, "_user_callback", counted)
+    monkeypatch.setattr(owner, name, counted)
     return state, client.get_cookie("session").value, loads
+
+
+def during_the_load(monkeypatch, then) -> None:
+    """Run ``then()`` inside the next user load, after it read the database."""
+    for owner, name in ((realtime, "_session_loader"), (login_manager, "_user_callback")):
+        original = getattr(owner, name)
+        if original is None:
+            continue
+
+        def load(user_id, original=original):
+            user = original(user_id)
+            then()
+            return user
+
+        monkeypatch.setattr(owner, name, load)
 
 
 def end_alices_sessions_elsewhere(app, state) -> None:
@@ -100,16 +124,9 @@ def test_a_session_ended_in_another_worker_cannot_open_a_socket_here_afterwards(
 
 def test_a_load_running_when_the_logout_arrives_is_not_remembered(app, site, monkeypatch):
     state, cookie, loads = site
-    original = login_manager._user_callback
-
-    def logout_lands_during_the_load(user_id):
-        user = original(user_id)  # read the session as it was
-        end_alices_sessions_elsewhere(app, state)
-        return user
-
-    monkeypatch.setattr(login_manager, "_user_callback", logout_lands_during_the_load)
-    assert handshake(app, cookie) == "closed 4001"  # the hub remembers the disconnect
-    monkeypatch.setattr(login_manager, "_user_callback", original)
+    with monkeypatch.context() as patch:
+        during_the_load(patch, lambda: end_alices_sessions_elsewhere(app, state))
+        assert handshake(app, cookie) == "closed 4001"  # the hub remembers the disconnect
     assert handshake(app, cookie) == "401"
 
 
@@ -171,3 +188,45 @@ def test_a_ttl_of_zero_remembers_nothing():
     cache = IdentityCache(ttl=0)
     cache.put("1.0", ALICE, now=0.0, generation=cache.generation)
     assert cache.get("1.0", 0.0) is None
+
+
+# ---------------------------------------------------------------------- the site's session loader
+
+
+@pytest.mark.parametrize("case", ["valid", "ended", "deactivated", "admin", "unknown user",
+                                  "no version", "not numbers"])
+def test_the_light_session_loader_answers_as_the_user_loader_does(app, case):
+    with app.app_context():
+        alice = db.session.get(User, 1)
+        key = alice.get_id()
+        if case == "ended":
+            alice.end_sessions()
+        elif case == "deactivated":
+            alice.active = False
+        elif case == "admin":
+            key = db.session.get(User, 2).get_id()
+        elif case == "unknown user":
+            key = "999.0"
+        elif case == "no version":
+            key = "1"
+        elif case == "not numbers":
+            key = "alice.0"
+        db.session.commit()
+        expected = as_identity(load_user(key))
+        db.session.remove()
+        assert as_identity(session_user(key)) == expected
+    if case in ("valid", "admin"):
+        assert expected is not None and expected.roles  # compared with something, not None
+
+
+def test_a_session_the_light_loader_does_not_vouch_for_is_left_to_flask_login(
+        app, client, auth, monkeypatch):
+    auth.login()
+    app.extensions["realtime"].ensure_started()
+    loads: list[str] = []
+    original = login_manager._user_callback
+    monkeypatch.setattr(realtime, "_session_loader", lambda key: None)
+    monkeypatch.setattr(login_manager, "_user_callback",
+                        lambda key: loads.append(key) or original(key))
+    assert handshake(app, client.get_cookie("session").value) == "welcome"
+    assert loads == ["1.0"]
