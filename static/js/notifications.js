@@ -253,34 +253,40 @@
   }
 
   /* Long text: three lines and a "more" toggle. Measured only when rendered (not in a closed
-     "+N more"), again when that opens. */
+     "+N more"), again when that opens or the width changes. A banner the reader opened stays
+     open when it is measured again: it is measured clamped, then given back its state. */
   function clamp(el) {
     if (el.dataset.clampChecked || !el.offsetParent) return;
     var text = el.querySelector(".announcement__text");
     if (!text) return;
+    var open = el.classList.contains("announcement--expanded");
+    el.classList.remove("announcement--expanded");
     el.classList.add("announcement--clamp");
+    el.dataset.clampChecked = "1";
     if (text.scrollHeight <= text.clientHeight + 1) {
       el.classList.remove("announcement--clamp");
-      el.dataset.clampChecked = "1";
       return;
     }
-    el.dataset.clampChecked = "1";
     var toggle = document.createElement("button");
     toggle.type = "button";
     toggle.className = "announcement__toggle";
-    toggle.textContent = "more";
-    toggle.setAttribute("aria-expanded", "false");
+    function show(isOpen) {
+      el.classList.toggle("announcement--expanded", isOpen);
+      toggle.textContent = isOpen ? "less" : "more";
+      toggle.setAttribute("aria-expanded", String(isOpen));
+    }
+    show(open);
     toggle.addEventListener("click", function () {
-      var open = el.classList.toggle("announcement--expanded");
-      toggle.textContent = open ? "less" : "more";
-      toggle.setAttribute("aria-expanded", String(open));
+      show(!el.classList.contains("announcement--expanded"));
     });
     el.querySelector(".announcement__main").appendChild(toggle);
   }
 
-  function resetClamp(el) {
+  /* Forget the measurement (new text, or a new width). `keepOpen` keeps what the reader chose. */
+  function resetClamp(el, keepOpen) {
     delete el.dataset.clampChecked;
-    el.classList.remove("announcement--clamp", "announcement--expanded");
+    el.classList.remove("announcement--clamp");
+    if (!keepOpen) el.classList.remove("announcement--expanded");
     var toggle = el.querySelector(".announcement__toggle");
     if (toggle) toggle.remove();
   }
@@ -473,11 +479,15 @@
   if (banners) {
     each(".announcement[data-expires-at]", scheduleExpiry, banners);
     if (more) more.addEventListener("toggle", layout);
-    var resizing = null;
+    // Only a new width re-measures: a phone's address bar showing or hiding on scroll changes
+    // the height alone, and must not fold a banner the reader just opened.
+    var resizing = null, measuredWidth = window.innerWidth;
     window.addEventListener("resize", function () {
       clearTimeout(resizing);
       resizing = setTimeout(function () {
-        each(".announcement[data-announcement-id]", resetClamp, banners);
+        if (window.innerWidth === measuredWidth) return;
+        measuredWidth = window.innerWidth;
+        each(".announcement[data-announcement-id]", function (el) { resetClamp(el, true); }, banners);
         layout();
       }, 200);
     });

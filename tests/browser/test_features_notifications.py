@@ -225,6 +225,19 @@ def test_many_banners_show_two_then_more_and_long_text_is_clamped(browsing, serv
         "([el, h]) => el.getBoundingClientRect().height > h",
         arg=[newest.element_handle(), clamped], timeout=10_000)
 
+    # It stays open when the phone's address bar hides on scroll (the height alone changes) and
+    # when the screen turns (a new width re-measures the text). Each resize is followed by a page
+    # timer longer than the page's 200 ms debounce, so the check runs after the page reacted.
+    size = dict(page.viewport_size)
+    for width, height in ((size["width"], size["height"] - 60),
+                          (size["width"] - 30, size["height"] - 60),
+                          (size["width"], size["height"])):
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("() => new Promise((done) => setTimeout(done, 400))")
+        expect(newest.get_by_role("button", name="less", exact=True)).to_have_attribute(
+            "aria-expanded", "true")
+        assert newest.bounding_box()["height"] > clamped
+
     # A fifth arrives live: still two shown, three behind "+3 more", which opens on click.
     fifth = unique("Notice live")
     flask_cli(server, "broadcast", fifth, "--author", "admin")
