@@ -86,7 +86,7 @@ def seed_demo_content() -> None:
     from app.chat.demo import seed_demo as seed_chat
     from app.notifications.demo import seed_demo as seed_notifications
 
-    seed_notifications()
+    seed_notifications(account.username for account in DEMO_ACCOUNTS)
     seed_chat()
 
 
