@@ -47,9 +47,29 @@ class CommandRunner:
         self.ext = ext
         self.state = state
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="tidings-command")
+        self.closed = False
 
     def schedule(self, conn: Connection) -> None:
-        self.pool.submit(self._run, conn)
+        self._submit(self._run, conn)
+
+    def _submit(self, fn: Any, conn: Connection) -> None:
+        """Queue work for the pool, unless the worker is on its way out: :func:`gunicorn.leave`
+        shuts the pool down while the reactor may still read a client's last frames (its
+        sockets already have their 1001). Those commands are dropped; that is not an error of
+        the reactor's loop, which used to log one per exit."""
+        if self.closed:
+            log.debug("realtime command dropped at exit conn=%s", conn.id)
+            return
+        try:
+            self.pool.submit(fn, conn)
+        except RuntimeError:
+            if not self.closed:  # shut down between the check and the submit, or not ours
+                raise
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Take no more work; what is queued still runs unless ``cancel``."""
+        self.closed = True
+        self.pool.shutdown(wait=False, cancel_futures=cancel)
 
     def _run(self, conn: Connection) -> None:
         for _ in range(BATCH):
@@ -67,7 +87,7 @@ class CommandRunner:
                         "message": "The server could not handle that message.",
                     }
                 )
-        self.pool.submit(self._run, conn)  # more waiting: requeue behind the others
+        self._submit(self._run, conn)  # more waiting: requeue behind the others
 
     def finished(self, conn: Connection) -> None:
         """The reactor ended ``conn``: forget it and run the disconnect hooks (off its thread)."""
@@ -85,7 +105,7 @@ class CommandRunner:
             conn.close_reason or "-",
         )
         if self.ext._disconnect_hooks:
-            self.pool.submit(self._disconnect_hooks, conn)
+            self._submit(self._disconnect_hooks, conn)
 
     def _disconnect_hooks(self, conn: Connection) -> None:
         from .views import safe_hook

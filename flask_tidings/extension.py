@@ -410,7 +410,7 @@ class RealtimeState:
             self.broker.stop()
         self.cluster.stop()
         if self.commands is not None:
-            self.commands.pool.shutdown(wait=False, cancel_futures=True)
+            self.commands.shutdown(cancel=True)
         self._started_pid = None
         self._broker_pid = 0
 

@@ -153,7 +153,7 @@ def leave(worker: Any) -> None:
         return
     for state in process_states():
         if state.commands is not None and state._started_pid == os.getpid():
-            state.commands.pool.shutdown(wait=False)  # what is queued (disconnect hooks) still runs
+            state.commands.shutdown()  # what is queued (disconnect hooks) still runs
     deadline = time.monotonic() + COMMANDS_GRACE
     for thread in threading.enumerate():
         if thread.name.startswith("tidings-command"):

@@ -51,3 +51,20 @@ def test_the_open_of_a_socket_is_logged_and_counted_before_its_close(app, client
              if r.getMessage().startswith(("socket open", "socket close"))]
     assert [line.split()[1] for line in lines] == ["open", "close"], lines
     assert seen == {"opened": opened_before + 1, "closed": closed_before + 1}
+
+
+def test_a_command_that_arrives_while_the_worker_exits_is_dropped_not_a_reactor_error():
+    """gunicorn's ``worker_exit`` shuts the command pool down while the reactor may still read a
+    client's last frames (its socket already has its 1001). Scheduling one must not raise into
+    the reactor's loop, which logged "realtime reactor error" at every restart of the storm."""
+    from types import SimpleNamespace
+
+    from flask_tidings.commands import CommandRunner
+
+    ran = []
+    runner = CommandRunner(ext=None, state=None, threads=1)
+    conn = SimpleNamespace(id="late", pop_command=lambda: ran.append(1))
+    runner.shutdown()
+    runner.schedule(conn)
+    runner.pool.shutdown(wait=True)
+    assert ran == []
