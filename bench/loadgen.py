@@ -16,6 +16,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import random
+import re
 import resource
 import time
 from dataclasses import dataclass
@@ -34,9 +35,21 @@ READY_TIMEOUT = 60.0
 #: backoff's first cap and its ceiling, and the window after a 1001 or 4008 (tests/test_bench.py
 #: holds these to the script's).
 MIN_DELAY, MAX_DELAY, SOON_DELAY = 0.5, 20.0, 1.0
+#: After a restart told it when to come back, the backoff's cap (realtime.js RESTART_MAX_DELAY).
+RESTART_MAX_DELAY = 5.0
+#: "restart; retry in 1.7s": the moment a stopping server chose for this client (docs/protocol.md).
+RETRY_IN = re.compile(rb"retry in ([0-9]+(?:\.[0-9]+)?)s")
 #: What the start of a measured event's frame holds, in Tidings' envelope (``{"type":"bench",``)
 #: and the baseline's (``{"type": "bench",``): enough to count arrivals without decoding them.
 BENCH_MARK = b'"bench"'
+
+
+def told_delay(code: int | None, reason: bytes) -> float | None:
+    """Seconds a 1001's reason asks the client to wait, as realtime.js reads it, else None."""
+    if code != 1001:
+        return None
+    match = RETRY_IN.search(reason or b"")
+    return min(float(match.group(1)), MAX_DELAY) if match else None
 
 
 @dataclass
@@ -54,10 +67,11 @@ class Peer:
     """One simulated browser tab: its sockets over time and every event they received.
 
     With ``Proc.reconnecting`` on it behaves as flask_tidings/static/realtime.js does: after a
-    1001 (restart) or 4008 (cut off) it reconnects within a random 0-1 s; after any other loss, or
-    a refused handshake (for which it asks ``/ws/check`` why, as the browser must), it waits a
-    random time up to 0.5 s x 2^(attempt-1), capped at 20 s (full jitter); the attempt count
-    resets at each welcome. It resubscribes with ``after`` = the last id it saw on each stream.
+    1001 whose reason says when ("restart; retry in 1.7s") it comes back then, and backs off at
+    most 5 s from there while the restart lasts; after another 1001 or a 4008 (cut off) it
+    reconnects within a random 0-1 s; after any other loss, or a refused handshake (for which it
+    asks ``/ws/check`` why, as the browser must), it waits a random time up to
+    0.5 s x 2^(attempt-1), capped at 20 s (full jitter); the attempt count resets at each welcome. It resubscribes with ``after`` = the last id it saw on each stream.
     """
 
     def __init__(self, spec: Spec, proc: Proc):
@@ -69,6 +83,7 @@ class Peer:
         self.cursors: dict[str, int] = {}
         self.sock: Sock | None = None
         self.attempt = 0
+        self.restarting = False  # told when to come back by a restart: the backoff stays short
         self.ready_at = 0.0  # when the current socket last finished subscribing
         self.connects = 0
         self.close_codes: list[str] = []
@@ -93,7 +108,8 @@ class Peer:
     def lost(self, sock: Sock) -> None:
         self.close_codes.append(str(sock.close_code or "no-close-frame"))
         if self.proc.reconnecting and not self.stopped and sock is self.sock:
-            asyncio.get_running_loop().create_task(self.reconnect(sock.close_code))
+            asyncio.get_running_loop().create_task(
+                self.reconnect(sock.close_code, told_delay(sock.close_code, sock.close_reason)))
 
     async def open(self, timeout: float) -> Sock:
         """One handshake; returns the socket once the server accepted it (raises otherwise)."""
@@ -114,12 +130,23 @@ class Peer:
             raise ConnectionError("disconnected right after the handshake")
         return holder[0]
 
-    async def reconnect(self, code: int | None) -> None:
+    async def reconnect(self, code: int | None, told: float | None = None) -> None:
         soon = code in (1001, 4008)
+        if told is not None:
+            # The server chose this moment (a restart spreads its clients): take it, and start
+            # the backoff over from there, capped short (realtime.js scheduleReconnect).
+            self.restarting = True
+            self.attempt = 0
         while not self.stopped:
-            self.attempt += 1
-            cap = min(MAX_DELAY, MIN_DELAY * 2 ** (self.attempt - 1))
-            await asyncio.sleep(random.random() * (SOON_DELAY if soon else cap))
+            if told is not None:
+                delay, told = told, None
+            else:
+                self.attempt += 1
+                cap = min(MAX_DELAY, MIN_DELAY * 2 ** (self.attempt - 1))
+                if self.restarting:
+                    cap = min(cap, RESTART_MAX_DELAY)
+                delay = random.random() * (SOON_DELAY if soon else cap)
+            await asyncio.sleep(delay)
             soon = False
             if self.stopped:
                 return
@@ -142,6 +169,7 @@ class Sock(WSListener):
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.pending = set(peer.spec.streams)
         self.close_code: int | None = None
+        self.close_reason = b""
         self.disconnected = False
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -166,6 +194,7 @@ class Sock(WSListener):
             return
         if kind == WSMsgType.CLOSE:
             self.close_code = int(frame.get_close_code())
+            self.close_reason = frame.get_close_message() or b""
             try:  # answer the close as a browser does, then let the TCP connection go
                 transport.send_close(frame.get_close_code())
                 transport.disconnect()
@@ -182,6 +211,7 @@ class Sock(WSListener):
             peer.worker = str(msg.get("conn", "")).rsplit("-", 1)[0]
             peer.segments.append((len(peer.raw), peer.worker))
             peer.attempt = 0
+            peer.restarting = False
             if self.proc_resumes():
                 peer.update_cursors()
             # One subscribe for every stream, as flask_tidings/static/realtime.js sends it.

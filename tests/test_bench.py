@@ -28,6 +28,17 @@ def test_the_bench_backs_off_between_the_browser_clients_bounds():
     assert "Math.min(MAX_DELAY, MIN_DELAY * Math.pow(2, this.attempt - 1))" in script
 
 
+def test_the_bench_comes_back_when_a_restarting_server_says_as_the_browser_does():
+    script = _script()
+    restart_ms = int(re.search(r"var RESTART_MAX_DELAY = (\d+);", script).group(1))
+    assert loadgen.RESTART_MAX_DELAY == restart_ms / 1000
+    assert r"/retry in ([0-9]+(?:\.[0-9]+)?)s/" in script
+    assert loadgen.told_delay(1001, b"restart; retry in 1.7s") == 1.7
+    assert loadgen.told_delay(1001, b"restart; retry in 95.0s") == loadgen.MAX_DELAY
+    assert loadgen.told_delay(1001, b"going away") is None
+    assert loadgen.told_delay(4008, b"restart; retry in 1.7s") is None
+
+
 def test_the_bench_comes_back_as_soon_as_the_browser_after_a_restart_or_a_cut_off():
     script = _script()
     soon_ms = int(re.search(r"soon \? Math\.random\(\) \* (\d+)", script).group(1))
