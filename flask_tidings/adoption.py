@@ -44,15 +44,17 @@ def accept_response(key: str) -> bytes:
 
 @dataclass
 class Upgraded:
-    """A connection the view has answered with 101: the server's socket, and which server."""
+    """A connection the view answers with 101: the server's socket, which server, and the
+    answer itself, written by the connection with its first message (one ``send``)."""
 
     sock: Any
     mode: str  # "gunicorn" or "werkzeug"
+    answer: bytes = b""
 
 
 def upgrade(environ: dict[str, Any]) -> Upgraded:
-    """Write the 101 answer on the server's own socket (a blocking one, as the server runs
-    the view)."""
+    """The server's own socket (a blocking one, as the server runs the view) and the 101 to
+    write on it."""
     if "werkzeug.socket" in environ:
         sock, mode = environ["werkzeug.socket"], "werkzeug"
     elif "gunicorn.socket" in environ:
@@ -62,8 +64,7 @@ def upgrade(environ: dict[str, Any]) -> Upgraded:
             "flask_tidings cannot reach this server's socket (neither gunicorn.socket nor "
             "werkzeug.socket in the WSGI environ); run gunicorn with --worker-class gthread."
         )
-    sock.sendall(accept_response(environ["HTTP_SEC_WEBSOCKET_KEY"]))
-    return Upgraded(sock, mode)
+    return Upgraded(sock, mode, accept_response(environ["HTTP_SEC_WEBSOCKET_KEY"]))
 
 
 def adopt_socket(server_socket: socket.socket) -> socket.socket:

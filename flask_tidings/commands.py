@@ -177,7 +177,9 @@ def _dispatch(
         except BadMessage as exc:
             _error(conn, "bad_message", str(exc), ref)
             return
-        subscribe_many(ext, state, conn, wants, ref, several)
+        # Its replies (one per stream) and any catch-up leave in one send.
+        with conn.batched():
+            subscribe_many(ext, state, conn, wants, ref, several)
     elif kind == "unsubscribe":
         stream = message.get("stream")
         if isinstance(stream, str) and stream in conn.streams:

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,11 @@ class Limits:
         )
 
 
+#: A batch (:meth:`Connection.batched`) is sent at once when it holds this much: small replies
+#: are grouped, but a catch-up's events reach the kernel as they are read, as without a batch.
+BATCH_BYTES = 64 * 1024
+
+
 class Connection:
     def __init__(
         self,
@@ -139,6 +145,9 @@ class Connection:
         self._out_bytes = 0
         self._out_since = 0.0
         self._partial = False
+        #: Open :meth:`batched` blocks, and whether the outermost one sends at its end.
+        self._corked = 0
+        self._cork_sends = False
         self.writable = True
         self.closing = False  # we sent a close frame and wait for the client's (or the deadline)
         self.peer_closed = False  # the client sent its close frame (or went away)
@@ -189,13 +198,27 @@ class Connection:
     def _write_locked(self, data: bytes) -> bool:
         if not self.writable:
             return False
-        if self._out:
+        if self._out or self._corked:
             if self._out_bytes + len(data) > self.limits.outbox_bytes:
                 self._cut_off_locked()
                 return False
             self._out.append(data)
             self._out_bytes += len(data)
+            if self._corked and self._cork_sends and self._out_bytes >= BATCH_BYTES:
+                self._send_batch_locked()  # a catch-up's rows: to the kernel as they come
             return True
+        return self._send_now_locked(data)
+
+    def _send_batch_locked(self) -> None:
+        data = b"".join(self._out)
+        self._out.clear()
+        self._out_bytes = 0
+        self._send_now_locked(data)
+        # What did not fit is the reactor's to write now; the batch only appends behind it.
+        self._cork_sends = not self._out
+
+    def _send_now_locked(self, data: bytes) -> bool:
+        """Write ``data`` on the socket with the outbox empty; what does not fit waits there."""
         try:
             sent = self.sock.send(data)
         except (BlockingIOError, InterruptedError):
@@ -212,6 +235,39 @@ class Connection:
             self._out_since = time.monotonic()
             self.reactor.want_write(self)
         return True
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Send what is written meanwhile with one system call when the block ends.
+
+        A handshake's 101 and welcome, and a subscribe's replies (one per stream), were one
+        ``send`` each: on a busy worker each cost ~40 µs of CPU, as much as building the message.
+        Order is kept: while a batch is open every writer, on any thread, appends to the outbox
+        behind it. Batches are short (no waiting inside but a database read).
+        """
+        with self.lock:
+            self._corked += 1
+            if self._corked == 1:
+                # Ours to send at the end only if nothing was waiting for the reactor before.
+                self._cork_sends = not self._out
+                if not self._out:
+                    self._out_since = time.monotonic()  # not "stalled" while it fills
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._corked -= 1
+                if not self._corked and self._out:
+                    # Also after a close written inside the batch: the outbox still goes out.
+                    if self._cork_sends and not self._partial and not self.broken:
+                        self._send_batch_locked()
+                    else:
+                        self.reactor.want_write(self)
+
+    def write_raw(self, data: bytes) -> bool:
+        """Bytes already framed (the handshake's 101 answer), in order with the rest."""
+        with self.lock:
+            return self._write_locked(data)
 
     def send_json(self, message: dict[str, Any]) -> bool:
         """Send a control message (replies, errors) outside any stream's ordering."""

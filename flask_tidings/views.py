@@ -212,23 +212,27 @@ def start_connection(
     state.opened += 1
     log.info("socket open conn=%s user=%s worker=%s", conn.id, identity.user_id, state.worker)
     try:
-        if revoked is not None:
-            # Signed out (or deactivated) while this handshake was in flight.
-            conn.close(*revoked)
-        elif not state.accepting or state.reactor.stopping:
-            # Closed here, not by the reactor: this process may exit before the reactor runs.
-            conn.close(GOING_AWAY, state.reactor.late_restart_reason())
-        else:
-            conn.send_json(
-                {
-                    "type": "welcome",
-                    "conn": conn.id,
-                    "user": identity.user_id,
-                    "streams": ext.default_streams(identity),
-                    "heartbeat": state.limits.heartbeat,
-                    "max_message_bytes": state.limits.max_message_bytes,
-                }
-            )
+        # The 101 and the first frame (welcome, or the close) leave in one send.
+        with conn.batched():
+            conn.write_raw(ws.answer)
+            if revoked is not None:
+                # Signed out (or deactivated) while this handshake was in flight.
+                conn.close(*revoked)
+            elif not state.accepting or state.reactor.stopping:
+                # Closed here, not by the reactor: this process may exit before the reactor runs.
+                conn.close(GOING_AWAY, state.reactor.late_restart_reason())
+            else:
+                conn.send_json(
+                    {
+                        "type": "welcome",
+                        "conn": conn.id,
+                        "user": identity.user_id,
+                        "streams": ext.default_streams(identity),
+                        "heartbeat": state.limits.heartbeat,
+                        "max_message_bytes": state.limits.max_message_bytes,
+                    }
+                )
+        if conn.writable:
             for hook in ext._connect_hooks:
                 safe_hook(hook, conn)
         state.reactor.add(conn)
