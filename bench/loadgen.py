@@ -37,6 +37,8 @@ READY_TIMEOUT = 60.0
 MIN_DELAY, MAX_DELAY, SOON_DELAY = 0.5, 20.0, 1.0
 #: After a restart told it when to come back, the backoff's cap (realtime.js RESTART_MAX_DELAY).
 RESTART_MAX_DELAY = 5.0
+#: The latest moment a restarting server may name (realtime.js TOLD_MAX_DELAY).
+TOLD_MAX_DELAY = 30.0
 #: "restart; retry in 1.7s": the moment a stopping server chose for this client (docs/protocol.md).
 RETRY_IN = re.compile(rb"retry in ([0-9]+(?:\.[0-9]+)?)s")
 #: What the start of a measured event's frame holds, in Tidings' envelope (``{"type":"bench",``)
@@ -49,7 +51,7 @@ def told_delay(code: int | None, reason: bytes) -> float | None:
     if code != 1001:
         return None
     match = RETRY_IN.search(reason or b"")
-    return min(float(match.group(1)), MAX_DELAY) if match else None
+    return min(float(match.group(1)), TOLD_MAX_DELAY) if match else None
 
 
 @dataclass

@@ -103,8 +103,8 @@ class Limits:
     flood_close_after: int
     max_fragments: int = 32
     message_timeout: float = 10.0
-    restart_rate: float = 500.0
-    restart_window: float = 10.0
+    restart_rate: float = 250.0
+    restart_window: float = 30.0
 
     def inbound(self) -> InboundLimits:
         return InboundLimits(

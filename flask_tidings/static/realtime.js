@@ -26,6 +26,8 @@
   var RETRYABLE = { unavailable: true, server_error: true };
   // Coming back from a restart, the new workers are up within seconds: do not back off further.
   var RESTART_MAX_DELAY = 5000;
+  // The latest moment a stopping server may name (its REALTIME_RESTART_WINDOW, 30 s by default).
+  var TOLD_MAX_DELAY = 30000;
 
   var LABELS = {
     connecting: "connecting…",
@@ -138,7 +140,7 @@
   function restartDelay(e) {
     if (e.code !== 1001) return null;
     var match = /retry in ([0-9]+(?:\.[0-9]+)?)s/.exec(e.reason || "");
-    return match ? Math.min(parseFloat(match[1]) * 1000, MAX_DELAY) : null;
+    return match ? Math.min(parseFloat(match[1]) * 1000, TOLD_MAX_DELAY) : null;
   }
 
   Realtime.prototype.explainRefusal = function () {
