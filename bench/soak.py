@@ -284,8 +284,10 @@ async def soak(server: Server, db_path: Path, cookies: dict[int, str], minutes: 
         print(f"  {len(clients)} clients online; traffic for {minutes:g} min", flush=True)
         with ThreadPoolExecutor(max_workers=16) as pool:
             started = time.monotonic()
+            cpu_before = server.cpu_seconds()
             counts = await traffic(server, clients, minutes * 60, pool)
             ran = time.monotonic() - started
+            cpu = server.cpu_seconds() - cpu_before
         # Let the last cut clients come back before asking whether they caught up.
         await asyncio.sleep(RECONNECT_DELAY[1] + settle)
         drained = await drain(db_path, clients, DRAIN_TIMEOUT)
@@ -312,10 +314,14 @@ async def soak(server: Server, db_path: Path, cookies: dict[int, str], minutes: 
     warm_up = max(60.0, ran / 5)
     summary = {"seconds": round(ran, 1), "drain_s": round(drained, 2), "traffic": counts,
                "rss_curve_kb": curve, "rss_warm_up_s": warm_up,
-               "rss_slope_mb_per_min": rss_slope(curve, warm_up), "memory": memory_reports}
+               "rss_slope_mb_per_min": rss_slope(curve, warm_up), "memory": memory_reports,
+               "server_cpu_s": round(cpu, 1)}
     for key in ("expected", "received", "missing", "duplicated", "unexpected", "out_of_order",
                 "connects", "refused"):
         summary[key] = sum(r[key] for r in rows)
+    # Everything the workers did while the traffic ran (requests, fan-out, reconnects, sweeps),
+    # per event received: to compare settings (a malloc tunable) on the same traffic.
+    summary["server_cpu_us_per_delivery"] = round(cpu / max(summary["received"], 1) * 1e6, 1)
     return rows, summary
 
 
@@ -372,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['connects']} connections ({summary['refused']} handshakes refused), "
           f"traffic {summary['seconds']} s, drained in {summary['drain_s']} s")
     print(f"  requests: {summary['traffic']}")
+    print(f"  workers' CPU while the traffic ran: {summary['server_cpu_s']} s, "
+          f"{summary['server_cpu_us_per_delivery']} µs per delivery")
     curve = summary["rss_curve_kb"]
     if curve:
         print("  workers' RSS (MB) over time: " + ", ".join(
