@@ -73,7 +73,8 @@ class Peer:
     most 5 s from there while the restart lasts; after another 1001 or a 4008 (cut off) it
     reconnects within a random 0-1 s; after any other loss, or a refused handshake (for which it
     asks ``/ws/check`` why, as the browser must), it waits a random time up to
-    0.5 s x 2^(attempt-1), capped at 20 s (full jitter); the attempt count resets at each welcome. It resubscribes with ``after`` = the last id it saw on each stream.
+    0.5 s x 2^(attempt-1), capped at 20 s (full jitter); the attempt count resets at each
+    welcome. It resubscribes with ``after`` = the last id it saw on each stream.
     """
 
     def __init__(self, spec: Spec, proc: Proc):

@@ -386,9 +386,10 @@ server started again on the same address and database. The clients behave as
 flask_tidings/static/realtime.js: after a 1001 they come back at the moment its reason names
 ("restart; retry in 7.3s": the stopping worker spreads its clients over `sockets /
 REALTIME_RESTART_RATE` seconds); a failed attempt asks `/ws/check` and backs off with full jitter
-(0.5 s × 2^attempt, capped at 5 s after a restart, 20 s otherwise); each resubscribes with `after` = the last id it saw. Broadcasts are published all along (10/s,
-`STORM_RATE`) from outside the server (the orchestrator process, as a job queue or cron would), also while it
-is down; `lost` counts every (client, broadcast) pair missing at the end. Pages: 4 threads
+(0.5 s × 2^attempt, capped at 5 s after a restart, 20 s otherwise); each resubscribes with
+`after` = the last id it saw. Broadcasts are published all along (10/s, `STORM_RATE`) from
+outside the server (the orchestrator process, as a job queue or cron would), also while it is
+down; `lost` counts every (client, broadcast) pair missing at the end. Pages: 4 threads
 loading `/` as a logged-in user all through; the p99 is over the pages started between the new
 workers being ready and the last client being back.
 
