@@ -10,7 +10,9 @@ What the hook does in each worker, once the app is loaded:
   first event after a restart is not waiting for a broker connection;
 - on a clean exit, leave without Python's slow finalization (see :func:`leave`);
 - check the broker against the number of workers gunicorn really runs (``-w`` may bypass the
-  config): an explicit in-process broker with several workers stops the server with a message.
+  config): an explicit in-process broker with several workers stops the server with a message;
+- move the objects the app was built from out of the garbage collector's sight once booted
+  (see :func:`freeze_boot_heap`), so no full collection stalls every thread for tens of ms.
 
 Without the hook sockets still work and events still reach every worker promptly; only the close
 on SIGTERM is abrupt (1006 instead of 1001), and a warning says so at the first handshake.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -80,6 +83,27 @@ def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
     return bool(mallopt(_M_ARENA_MAX, int(count)))
 
 
+def freeze_boot_heap() -> int:
+    """Collect once, then freeze every object alive (``gc.freeze``); the count frozen.
+
+    A booted worker holds ~100,000 objects that live as long as it does: modules, the app,
+    its blueprints, SQLAlchemy's mappers, Jinja's templates. CPython's collector walks all of
+    them in every full (generation 2) collection, which comes when enough young objects have
+    survived, and the walk holds the GIL: 28 ms for the bare app, 62 ms measured in a serving
+    worker (bench.attacks, one full collection in 73 s), during which no page thread, command
+    or the reactor runs: a page or an event caught behind it waits that long. Frozen, they
+    sit in a permanent generation the collector skips (the same full collection: 3 ms).
+
+    Collected first, so only live objects are frozen (garbage frozen would never be freed).
+    Objects made later (connections, caches filled by traffic) are collected as usual. Call it
+    once, after the app is loaded and started, before the worker serves: it is what gunicorn's
+    ``post_worker_init`` hook does. Returns the number of objects now frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def post_worker_init(worker: Any) -> None:
     """gunicorn's ``post_worker_init`` hook; calling it from your own hook works too."""
     install(worker)
@@ -130,6 +154,9 @@ def install(worker: Any) -> None:
             # A database that is down at boot must not stop the worker: the first handshake
             # tries again.
             log.exception("realtime: could not start serving at boot; will retry on first use")
+    frozen = freeze_boot_heap()
+    worker.log.info("realtime: worker %d ready; %d objects of the booted app frozen out of "
+                    "the garbage collector's full walks", os.getpid(), frozen)
     installed = True
 
 

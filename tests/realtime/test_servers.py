@@ -45,6 +45,8 @@ ON_SIGTERM = {
 }
 
 HOOK_WARNING = "gunicorn's worker hook is not installed"
+#: What the hook logs once the worker's booted heap is frozen (flask_tidings.gunicorn).
+FROZEN = "objects of the booted app frozen out of the garbage collector's full walks"
 
 # The --certfile server's certificate is self-signed, and the client says so on every request.
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -95,6 +97,8 @@ def test_a_client_subscribes_receives_resumes_and_is_told_of_the_shutdown(kind, 
         assert server.process.wait(timeout=30) == expected_status
         warned = HOOK_WARNING in server.read_log()
         assert warned == (kind == "gunicorn without the hook"), server.read_log()[-2000:]
+        frozen = FROZEN in server.read_log()
+        assert frozen == (kind in ("gunicorn", "gunicorn --certfile")), server.read_log()[-2000:]
     finally:
         if tab is not None:
             tab.close()
