@@ -1,7 +1,8 @@
 """Client commands, run on a small thread pool: subscribe, catch-up from the log, site handlers.
 
 A connection's commands run one at a time and in order (it is scheduled on the pool only while
-it has work). A site handler runs inside a request context rebuilt from the handshake, so it
+it has work), and one user's connections take at most :data:`PER_USER` of the pool's threads at
+once: a user with many sockets waits for their own turn, not everybody else's. A site handler runs inside a request context rebuilt from the handshake, so it
 sees ``current_user``, ``request`` and a fresh database session exactly as in a view. The
 built-in commands need none of that (the identity was fixed at the handshake), and rebuilding
 one costs a session cookie decode and a user load per command: they run without it, and site
@@ -14,7 +15,9 @@ import io
 import json
 import logging
 import sys
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +39,12 @@ MAX_STREAMS = 200
 #: flooding commands over 20 sockets kept another user's ping waiting behind 32 of theirs per
 #: turn (bench.attacks, "mark-read-20": round trip p50 365 ms; 35 ms with a batch of 1).
 BATCH = 2
+#: Connections of one user whose commands run at the same time; the user's other connections
+#: with work wait in a queue of their own, served in turn. One user's 16 sockets each sending a
+#: chat message at the same instant had 16 pool threads storing and fanning out at once, all
+#: taking turns on the GIL with the pages of everyone else (bench.attacks, "chat-burst":
+#: another user's page p99 13 -> 37-41 ms in two runs of three).
+PER_USER = 2
 #: Seconds of clock disagreement tolerated when a late subscribe looks up where a stream stood.
 CLOCK_MARGIN = 1.0
 #: Commands of the layer itself: they run without a request context (see the module docstring).
@@ -48,9 +57,43 @@ class CommandRunner:
         self.state = state
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="tidings-command")
         self.closed = False
+        self._turns = threading.Lock()
+        #: Per user: connections on the pool now, and connections with work waiting for a turn.
+        self._running: dict[str, int] = {}
+        self._waiting: dict[str, deque[Connection]] = {}
 
     def schedule(self, conn: Connection) -> None:
+        """``conn`` has work: run it now, or after its user's other connections (:data:`PER_USER`)."""
+        user = conn.identity.user_id
+        with self._turns:
+            running = self._running.get(user, 0)
+            if running >= PER_USER:
+                self._waiting.setdefault(user, deque()).append(conn)
+                return
+            self._running[user] = running + 1
         self._submit(self._run, conn)
+
+    def _turn_over(self, conn: Connection, more: bool) -> None:
+        """``conn`` leaves its pool thread (``more``: with work left): the thread goes to the
+        user's next waiting connection, ``conn`` queueing behind it, or back to the pool."""
+        user = conn.identity.user_id
+        with self._turns:
+            waiting = self._waiting.get(user)
+            if more:
+                if waiting is None:
+                    waiting = self._waiting[user] = deque()
+                waiting.append(conn)
+            following = waiting.popleft() if waiting else None
+            if waiting is not None and not waiting:
+                del self._waiting[user]
+            if following is None:
+                running = self._running.get(user, 1) - 1
+                if running > 0:
+                    self._running[user] = running
+                else:
+                    self._running.pop(user, None)
+        if following is not None:
+            self._submit(self._run, following)
 
     def _submit(self, fn: Any, conn: Connection) -> None:
         """Queue work for the pool, unless the worker is on its way out: :func:`gunicorn.leave`
@@ -72,22 +115,27 @@ class CommandRunner:
         self.pool.shutdown(wait=False, cancel_futures=cancel)
 
     def _run(self, conn: Connection) -> None:
-        for _ in range(BATCH):
-            command = conn.pop_command()
-            if command is None:
-                return
-            try:
-                _handle(self.ext, self.state, conn, command)
-            except Exception:
-                log.exception("realtime command failed conn=%s", conn.id)
-                conn.send_json(
-                    {
-                        "type": "error",
-                        "code": "server_error",
-                        "message": "The server could not handle that message.",
-                    }
-                )
-        self._submit(self._run, conn)  # more waiting: requeue behind the others
+        more = True
+        try:
+            for _ in range(BATCH):
+                command = conn.pop_command()
+                if command is None:
+                    more = False
+                    return
+                try:
+                    _handle(self.ext, self.state, conn, command)
+                except Exception:
+                    log.exception("realtime command failed conn=%s", conn.id)
+                    conn.send_json(
+                        {
+                            "type": "error",
+                            "code": "server_error",
+                            "message": "The server could not handle that message.",
+                        }
+                    )
+        finally:
+            # More waiting: requeue behind the others (this user's first, then the pool's).
+            self._turn_over(conn, more)
 
     def finished(self, conn: Connection) -> None:
         """The reactor ended ``conn``: forget it and run the disconnect hooks (off its thread)."""

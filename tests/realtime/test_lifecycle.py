@@ -63,7 +63,8 @@ def test_a_command_that_arrives_while_the_worker_exits_is_dropped_not_a_reactor_
 
     ran = []
     runner = CommandRunner(ext=None, state=None, threads=1)
-    conn = SimpleNamespace(id="late", pop_command=lambda: ran.append(1))
+    conn = SimpleNamespace(id="late", identity=SimpleNamespace(user_id="1"),
+                           pop_command=lambda: ran.append(1))
     runner.shutdown()
     runner.schedule(conn)
     runner.pool.shutdown(wait=True)
