@@ -2,9 +2,10 @@
 
 A connection's commands run one at a time and in order (it is scheduled on the pool only while
 it has work), and one user's connections take at most :data:`PER_USER` of the pool's threads at
-once: a user with many sockets waits for their own turn, not everybody else's. A site handler runs inside a request context rebuilt from the handshake, so it
-sees ``current_user``, ``request`` and a fresh database session exactly as in a view. The
-built-in commands need none of that (the identity was fixed at the handshake), and rebuilding
+once: a user with many sockets waits for their own turn, not everybody else's. A site handler
+runs inside a request context rebuilt from the handshake, so it sees ``current_user``,
+``request`` and a fresh database session exactly as in a view. The built-in commands need none
+of that (the identity was fixed at the handshake), and rebuilding
 one costs a session cookie decode and a user load per command: they run without it, and site
 authorizers they call run in an app context. ``ping`` never gets here: the reactor answers it.
 """
@@ -63,7 +64,7 @@ class CommandRunner:
         self._waiting: dict[str, deque[Connection]] = {}
 
     def schedule(self, conn: Connection) -> None:
-        """``conn`` has work: run it now, or after its user's other connections (:data:`PER_USER`)."""
+        """``conn`` has work: run it now, or after its user's other connections (``PER_USER``)."""
         user = conn.identity.user_id
         with self._turns:
             running = self._running.get(user, 0)
