@@ -5,9 +5,9 @@ it has work), and one user's connections take at most :data:`PER_USER` of the po
 once: a user with many sockets waits for their own turn, not everybody else's. A site handler
 runs inside a request context rebuilt from the handshake, so it sees ``current_user``,
 ``request`` and a fresh database session exactly as in a view. The built-in commands need none
-of that (the identity was fixed at the handshake), and rebuilding
-one costs a session cookie decode and a user load per command: they run without it, and site
-authorizers they call run in an app context. ``ping`` never gets here: the reactor answers it.
+of that (the identity was fixed at the handshake), and rebuilding one costs a session cookie
+decode and a user load per command: they run without it, and site authorizers they call run in
+an app context. ``ping`` never gets here: the reactor answers it.
 """
 
 from __future__ import annotations
