@@ -46,6 +46,8 @@ BATCH = 2
 #: taking turns on the GIL with the pages of everyone else (bench.attacks, "chat-burst":
 #: another user's page p99 13 -> 37-41 ms in two runs of three).
 PER_USER = 2
+# The price, accepted: a user's own long commands (a catch-up of thousands of events, a site
+# handler that blocks) hold that user's other tabs back, never anyone else's.
 #: Seconds of clock disagreement tolerated when a late subscribe looks up where a stream stood.
 CLOCK_MARGIN = 1.0
 #: Commands of the layer itself: they run without a request context (see the module docstring).
@@ -94,7 +96,11 @@ class CommandRunner:
                 else:
                     self._running.pop(user, None)
         if following is not None:
-            self._submit(self._run, following)
+            try:
+                self._submit(self._run, following)
+            except RuntimeError:
+                # The pool is gone (the interpreter is exiting): nothing will run it.
+                log.warning("realtime command pool gone; conn=%s not run", following.id)
 
     def _submit(self, fn: Any, conn: Connection) -> None:
         """Queue work for the pool, unless the worker is on its way out: :func:`gunicorn.leave`
@@ -111,17 +117,27 @@ class CommandRunner:
                 raise
 
     def shutdown(self, cancel: bool = False) -> None:
-        """Take no more work; what is queued still runs unless ``cancel``."""
+        """Take no more work; what is queued still runs unless ``cancel``, including the
+        connections waiting for their user's turn (handed to the pool now, turns or not: a chat
+        message queued behind a user's other tab is stored before the worker leaves)."""
+        with self._turns:
+            waiting = [conn for queue in self._waiting.values() for conn in queue]
+            self._waiting.clear()
+        if not cancel:
+            for conn in waiting:
+                try:
+                    self.pool.submit(self._run, conn)
+                except RuntimeError:
+                    break  # shut down already
         self.closed = True
         self.pool.shutdown(wait=False, cancel_futures=cancel)
 
     def _run(self, conn: Connection) -> None:
-        more = True
+        more = False
         try:
             for _ in range(BATCH):
                 command = conn.pop_command()
                 if command is None:
-                    more = False
                     return
                 try:
                     _handle(self.ext, self.state, conn, command)
@@ -134,6 +150,7 @@ class CommandRunner:
                             "message": "The server could not handle that message.",
                         }
                     )
+            more = True  # BATCH run and maybe more queued: take turns (pop_command will say)
         finally:
             # More waiting: requeue behind the others (this user's first, then the pool's).
             self._turn_over(conn, more)

@@ -106,28 +106,48 @@ def test_a_user_sending_from_many_sockets_at_once_does_not_take_the_whole_pool(r
 
 
 def test_a_socket_with_much_to_do_takes_turns_with_its_users_other_sockets(runner):
-    """A socket with many commands yields after BATCH of them, behind its user's other sockets
-    that wait; each socket's own commands stay in order."""
+    """A socket with many commands yields after BATCH of them to its user's sockets that wait;
+    each socket's own commands stay in order."""
     record = runner.record
-    gate = threading.Event()
-    gate.set()
+    start = threading.Event()  # nothing finishes before every socket is queued
     busy = FakeConnection(runner, "bob", "busy")
     quiet = [FakeConnection(runner, "bob", f"q{i}") for i in range(3)]
     for n in range(10):
-        busy._commands.append(("bob", n, gate))
+        busy.push_command(("bob", n, start))
     for conn in quiet:
-        conn._commands.append(("bob", 100, gate))
-    # Everything queued before any runs: schedule the busy one first, then the quiet ones.
-    for conn in [busy, *quiet]:
-        conn._scheduled = True
-        runner.schedule(conn)
+        conn.push_command(("bob", 100, start))
+    # busy and q0 hold bob's two turns; q1 and q2 wait for one.
+    assert wait_for(lambda: len(runner._waiting.get("bob", ())) == 2)
+    start.set()
 
     assert wait_for(lambda: len(record["done"]) == 13)
     order = [(conn, n) for _, conn, n in record["done"]]
     assert [n for conn, n in order if conn == "busy"] == list(range(10))
-    # The quiet sockets were not left waiting until the busy one had done all ten.
-    last_quiet = max(i for i, (conn, _) in enumerate(order) if conn != "busy")
-    assert last_quiet < len(order) - 1
+    # After its first two, busy went behind the sockets that were waiting: its third command
+    # ran on the thread of a quiet socket that had had its turn.
+    assert min(order.index(("q1", 100)), order.index(("q2", 100))) < order.index(("busy", 2))
     assert record["most"]["bob"] <= PER_USER
     # Nothing of bob is left counted: a new command of his runs at once.
     assert wait_for(lambda: not runner._running and not runner._waiting)
+
+
+def test_a_command_waiting_for_its_users_turn_still_runs_when_the_worker_leaves(monkeypatch):
+    """gunicorn's worker_exit lets what is queued finish (a chat message being stored): that
+    includes a socket waiting behind its user's other two."""
+    done, gate = [], threading.Event()
+
+    def handle(ext, st, conn, command):
+        assert gate.wait(10)
+        done.append(conn.id)
+
+    monkeypatch.setattr(commands, "_handle", handle)
+    runner = CommandRunner(ext=None, state=None, threads=4)
+    tabs = [FakeConnection(runner, "carol", f"tab{i}") for i in range(PER_USER + 1)]
+    for tab in tabs:
+        tab.push_command("chat.send")
+    assert wait_for(lambda: len(runner._waiting.get("carol", ())) == 1)
+
+    runner.shutdown()  # the worker is on its way out
+    gate.set()
+    runner.pool.shutdown(wait=True)
+    assert sorted(done) == sorted(tab.id for tab in tabs)
