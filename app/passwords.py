@@ -10,7 +10,9 @@ p99 2.1-2.5x (13 -> 25-35 ms over four runs); at nice 19 (weight 15) 1.6-1.7x (1
 runs). On an idle core the hash runs at full speed; on a core saturated by normal work it gets
 about 1.5%, so a login waits longer there (seconds, not ms) but is never starved, and pages,
 which are the many, go first. The hash itself is unchanged: same algorithm, same parameters, no
-cheaper for an attacker.
+cheaper for an attacker. The risk taken, not measured here: the hashing thread holds the GIL for
+the few microseconds of Python around each hash, and if other processes keep every core busy
+while it holds it, the worker waits for the low-priority thread to be scheduled again.
 
 Assumption (Linux): threads are kernel tasks with a nice value of their own, set with
 ``setpriority(PRIO_PROCESS, <native thread id>)``. Elsewhere, or where it is refused, the
