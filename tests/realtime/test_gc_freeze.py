@@ -39,7 +39,8 @@ PROGRAM = textwrap.dedent("""
     print(json.dumps({"walked_before": walked_before, "walked_after": walked_after,
                       "frozen": frozen, "freed_at_freeze": freed_at_freeze,
                       "freed_later": after_garbage() is None,
-                      "app_frozen": gc.is_tracked(app) and app not in gc.get_objects()}))
+                      "app_frozen": gc.is_tracked(app)
+                                    and not any(o is app for o in gc.get_objects())}))
 """)
 
 
