@@ -6,8 +6,8 @@ hourly allowance) were enough to move another user's page p99 from 25 ms to 123-
 100 ms slice of the core the pages need. hashlib's scrypt releases the GIL, so the hash can run
 on a thread the kernel schedules behind interactive work. At nice 10 (weight 110 against a
 normal thread's 1,024 in Linux's scheduler) the same five sign-ups still moved the victim's page
-p99 2.1-2.5x (13 -> 25-35 ms over four runs); at nice 19 (weight 15) 1.6-1.7x (19-21 ms, two
-runs). On an idle core the hash runs at full speed; on a core saturated by normal work it gets
+p99 1.6-2.5x (13 -> 21-35 ms over five runs, 2.0x or more in four); at nice 19 (weight 15)
+1.6-1.7x (19-24 ms, four runs). On an idle core the hash runs at full speed; on a core saturated by normal work it gets
 about 1.5%, so a login waits longer there (seconds, not ms) but is never starved, and pages,
 which are the many, go first. The hash itself is unchanged: same algorithm, same parameters, no
 cheaper for an attacker. The risk taken, not measured here: the hashing thread holds the GIL for
