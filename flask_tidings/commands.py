@@ -44,10 +44,10 @@ BATCH = 2
 #: with work wait in a queue of their own, served in turn. One user's 16 sockets each sending a
 #: chat message at the same instant had 16 pool threads storing and fanning out at once, all
 #: taking turns on the GIL with the pages of everyone else (bench.attacks, "chat-burst":
-#: another user's page p99 13 -> 37-41 ms in two runs of three).
+#: another user's page p99 13 -> 37-41 ms in two runs of three). The price, accepted: a user's
+#: own long commands (a catch-up of thousands of events, a site handler that blocks) hold that
+#: user's other tabs back, never anyone else's.
 PER_USER = 2
-# The price, accepted: a user's own long commands (a catch-up of thousands of events, a site
-# handler that blocks) hold that user's other tabs back, never anyone else's.
 #: Seconds of clock disagreement tolerated when a late subscribe looks up where a stream stood.
 CLOCK_MARGIN = 1.0
 #: Commands of the layer itself: they run without a request context (see the module docstring).
