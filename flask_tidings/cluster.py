@@ -264,11 +264,11 @@ class ClusterReporter:
         counters on purpose, so the dashboard's own pushes do not show up as site traffic.
         Returns how many connections it reached.
         """
-        targets = self.state.hub.followed_streams().get(stream) or []
+        targets = self.state.hub.followers(stream)
         if not targets:
             return 0
         frame = frames.text(envelope(stream, None, type_, data))
         return sum(1 for conn in targets if conn.offer(stream, None, frame))
 
     def has_local_followers(self, stream: str) -> bool:
-        return bool(self.state.hub.followed_streams().get(stream))
+        return bool(self.state.hub.followers(stream))

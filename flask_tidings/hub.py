@@ -98,9 +98,7 @@ class Hub:
         self.published += len(events)
         reached = 0
         for stream, items in by_stream.items():
-            with self._lock:
-                targets = tuple(self._streams.get(stream, ()))
-            for conn in targets:
+            for conn in self.followers(stream):
                 reached += conn.offer_many(stream, items)
         self.delivered_live += reached
         return reached
@@ -112,6 +110,13 @@ class Hub:
     def connections(self) -> list[Connection]:
         with self._lock:
             return [conn for conns in self._users.values() for conn in conns]
+
+    def followers(self, stream: str) -> tuple[Connection, ...]:
+        """This worker's followers of one stream. Not ``followed_streams().get(stream)``: the
+        ops dashboard asks for its own stream every second, and copying every stream's
+        followers for that cost 4% of a worker's time while 5,000 sockets reconnected."""
+        with self._lock:
+            return tuple(self._streams.get(stream, ()))
 
     def followed_streams(self) -> dict[str, list[Connection]]:
         with self._lock:

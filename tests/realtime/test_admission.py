@@ -203,3 +203,21 @@ def test_a_disconnect_before_the_handshake_began_does_not_close_the_new_socket()
     fresh: Connection = _Conn("7")  # type: ignore[assignment]
     assert hub.add(fresh, since=6.0) is None
     assert hub.disconnect_user("7", 4001, "signed out", now=7.0) == [fresh]
+
+
+def test_the_followers_of_one_stream_are_those_subscribed_to_it_and_still_connected():
+    hub = Hub()
+    ada: Connection = _Conn("1")  # type: ignore[assignment]
+    bob: Connection = _Conn("2")  # type: ignore[assignment]
+    for conn in (ada, bob):
+        hub.add(conn)
+    hub.subscribe_many(ada, ["broadcast", "user:1"])
+    ada.streams.update({"broadcast": None, "user:1": None})
+    hub.subscribe(bob, "broadcast")
+    bob.streams["broadcast"] = None
+    assert set(hub.followers("broadcast")) == {ada, bob}
+    assert hub.followers("user:1") == (ada,)
+    assert hub.followers("user:2") == ()
+    hub.remove(ada)
+    assert hub.followers("broadcast") == (bob,)
+    assert hub.followers("user:1") == ()
