@@ -431,7 +431,7 @@ def _catch_up(state: RealtimeState, conn: Connection, stream: str, known_head: i
         # committed, so the read must find it; one that arrives during the read may not be
         # visible to it yet.
         known = max(stream_state.seen, head)
-        rows = state.store.read_since(stream, cursor, page)
+        rows = _read(state, stream, cursor, page, known)
         if (rows and rows[0][0] != cursor + 1) or (not rows and known > cursor):
             # The log no longer holds the event after the cursor: retention pruned it. Say so
             # rather than skip silently; the client starts again from the current head.
@@ -440,11 +440,25 @@ def _catch_up(state: RealtimeState, conn: Connection, stream: str, known_head: i
                 stream_state.skipped_to(head)
             conn.send_json({"type": "reset", "stream": stream, "head": stream_state.cursor})
             continue
-        for seq, payload in rows:
-            if conn.write_stored(stream, seq, frames.text(payload)) != "ok":
+        for seq, frame in rows:
+            if conn.write_stored(stream, seq, frame) != "ok":
                 return
         if len(rows) < page and _finish(conn, stream):
             return
+
+
+def _read(
+    state: RealtimeState, stream: str, after: int, page: int, known: int
+) -> list[tuple[int, bytes]]:
+    """The stored events after ``after`` as frames: a read another catch-up made from the same
+    cursor a moment ago (replays.py), or the log's answer, shared in turn."""
+    rows = state.shared_reads.get(stream, after, page, known)
+    if rows is None:
+        rows = [(seq, frames.text(payload))
+                for seq, payload in state.store.read_since(stream, after, page)]
+        if not rows or rows[0][0] == after + 1:  # not a gap retention left: that one resets
+            state.shared_reads.put(stream, after, rows)
+    return rows
 
 
 def _start(

@@ -32,6 +32,7 @@ from .hub import Hub
 from .identities import IdentityCache
 from .local import LocalBroker, site_directory
 from .reactor import Reactor
+from .replays import SharedReads
 from .store import KEY_LENGTH, Event, EventStore, envelope, site_identity
 
 log = logging.getLogger("tidings.realtime")
@@ -222,6 +223,7 @@ class RealtimeState:
             restart_window=float(self.config["RESTART_WINDOW"]),
         )
         self.hub = Hub()
+        self.shared_reads = SharedReads()
         self.identities = IdentityCache(float(self.config["IDENTITY_CACHE_SECONDS"]))
         self.accepting = True
         self.admission = Admission(
@@ -551,6 +553,8 @@ class RealtimeState:
             # transactions they took; the fewer transactions per event, the more were shared.
             "group_commit": {"events": self.store.group_events,
                              "transactions": self.store.group_commits},
+            # Catch-ups that reused another's read of the log (replays.py), and those that read.
+            "shared_reads": {"hits": self.shared_reads.hits, "misses": self.shared_reads.misses},
         }
 
     def cluster_stats(self) -> dict[str, Any]:
