@@ -40,6 +40,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from .quickread import QuickRead
+
 metadata = MetaData()
 
 #: Longest idempotency key a publisher may give (an ``Idempotency-Key`` header is a UUID or so).
@@ -285,12 +287,13 @@ def padded(values: list[str]) -> list[str]:
     return values + [values[-1]] * (size - len(values))
 
 
-#: The head reads, built once: constructing the statement (the ``IN`` list's coercion above all)
-#: cost as much as running it, on every subscribe (issue 18). ``names`` is an expanding
-#: parameter, still given :func:`padded` lists.
-_HEAD = select(streams.c.last_seq).where(streams.c.name == bindparam("name"))
-_HEADS = select(streams.c.name, streams.c.last_seq).where(
-    streams.c.name.in_(bindparam("names", expanding=True))
+#: The head reads, compiled once per database kind (and ``IN`` length) and run on the DBAPI
+#: connection (quickread.py): every subscribe makes one, a reconnect storm thousands a second.
+_HEAD = QuickRead(lambda _: select(streams.c.last_seq).where(streams.c.name == bindparam("name")))
+_HEADS = QuickRead(
+    lambda size: select(streams.c.name, streams.c.last_seq).where(
+        streams.c.name.in_([bindparam(f"name_{i}") for i in range(size)])
+    )
 )
 
 
@@ -633,9 +636,8 @@ class EventStore:
             )
 
     def head(self, stream: str) -> int:
-        with self.engine.connect() as conn:
-            value = conn.execute(_HEAD, {"name": stream}).scalar()
-        return int(value or 0)
+        rows = _HEAD.rows(self.engine, {"name": stream})
+        return int(rows[0][0]) if rows else 0
 
     def seq_at(self, stream: str, when: float) -> int:
         """Where ``stream`` stood at ``when`` (a time.time()): its last event stored by then.
@@ -659,10 +661,11 @@ class EventStore:
         """The head of each named stream that has events (others are absent), in one query per
         :data:`IN_CHUNK` names, each list padded to a few lengths (see :func:`padded`)."""
         found: dict[str, int] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(names), IN_CHUNK):
-                rows = conn.execute(_HEADS, {"names": padded(names[start : start + IN_CHUNK])})
-                found.update({name: int(seq) for name, seq in rows})
+        for start in range(0, len(names), IN_CHUNK):
+            chunk = padded(names[start : start + IN_CHUNK])
+            values = {f"name_{i}": name for i, name in enumerate(chunk)}
+            rows = _HEADS.rows(self.engine, values, len(chunk))
+            found.update({name: int(seq) for name, seq in rows})
         return found
 
     def read_since(self, stream: str, after: int, limit: int) -> list[tuple[int, str]]:

@@ -1,0 +1,61 @@
+"""The heads a subscribe reads come from the DBAPI cursor (flask_tidings/quickread.py): the same
+answers as SQLAlchemy's, the same exceptions, and a connection that failed is not reused."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.exc import DBAPIError
+
+from flask_tidings.store import EventStore, padded, streams
+from tests.realtime.local import postgres_url  # noqa: F401  (fixture)
+
+
+def store_on(url: str) -> EventStore:
+    store = EventStore(lambda: create_engine(url))
+    store.create_tables()
+    return store
+
+
+def check_heads_match_the_log(store: EventStore) -> None:
+    for n in range(3):
+        store.append("broadcast", "note", {"n": n})
+    store.append("user:7", "note", {})
+    with store.engine.connect() as conn:
+        truth = dict(conn.execute(select(streams.c.name, streams.c.last_seq)).all())
+    assert truth == {"broadcast": 3, "user:7": 1}
+    assert store.head("broadcast") == 3
+    assert store.head("user:7") == 1
+    assert store.head("user:8") == 0  # no event yet
+    assert store.heads(["broadcast", "user:7", "user:8"]) == truth
+    names = [f"user:{n}" for n in range(700)] + ["broadcast"]  # two chunks of the IN list
+    assert store.heads(names) == truth
+    assert len(padded(names[:3])) == 4
+
+
+def test_heads_match_the_log_on_sqlite(tmp_path):
+    check_heads_match_the_log(store_on(f"sqlite:///{tmp_path / 'log.db'}"))
+
+
+def test_heads_match_the_log_on_postgresql(postgres_url):  # noqa: F811
+    store = store_on(postgres_url)
+    try:
+        check_heads_match_the_log(store)
+    finally:
+        store.engine.dispose()
+
+
+def test_a_failed_read_raises_sqlalchemys_error_and_its_connection_is_not_reused(tmp_path):
+    store = store_on(f"sqlite:///{tmp_path / 'log.db'}")
+    store.append("broadcast", "note", {})
+    assert store.head("broadcast") == 1
+    dropped = []
+    event.listen(store.engine.pool, "invalidate", lambda conn, record, exc: dropped.append(exc))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE realtime_streams RENAME TO away")
+    with pytest.raises(DBAPIError, match="realtime_streams"):
+        store.heads(["broadcast", "user:1"])
+    assert len(dropped) == 1  # closed, not handed out again
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE away RENAME TO realtime_streams")
+    assert store.heads(["broadcast", "user:1"]) == {"broadcast": 1}
