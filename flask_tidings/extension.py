@@ -411,6 +411,7 @@ class RealtimeState:
         if self.broker is not None and self._broker_pid == os.getpid():
             self.broker.stop()
         self.cluster.stop()
+        self.hub.close()
         if self.commands is not None:
             self.commands.shutdown(cancel=True)
         self._started_pid = None
@@ -435,6 +436,7 @@ class RealtimeState:
         """The broker may have lost messages (a reconnect): a disconnect among them would leave
         a revoked session remembered, so forget every session; the sweep catches streams up."""
         self.identities.clear()
+        self.hub.forget_order()
         self.sweep(immediate=True)
 
     def _control(self, message: dict[str, Any]) -> None:
@@ -555,6 +557,9 @@ class RealtimeState:
                              "transactions": self.store.group_commits},
             # Catch-ups that reused another's read of the log (replays.py), and those that read.
             "shared_reads": {"hits": self.shared_reads.hits, "misses": self.shared_reads.misses},
+            # Events that came ahead of their stream's next one and waited for it (ordering.py),
+            # and those let go without it (their followers read the log instead).
+            "reordered": {"held": self.hub.order.held, "gave_up": self.hub.order.gave_up},
         }
 
     def cluster_stats(self) -> dict[str, Any]:

@@ -8,9 +8,10 @@ subscribe or a disconnect never waits for a fan-out in progress.
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 
-from . import frames
+from . import frames, ordering
 from .connection import Connection
 
 #: Seconds a user's disconnect (logout, deactivation) is remembered, so that a handshake that
@@ -19,8 +20,14 @@ REVOCATION_MEMORY = 300.0
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, order_wait: float = ordering.WAIT) -> None:
         self._lock = threading.Lock()
+        #: One fan-out at a time (the broker's dispatcher, or the flusher of held events), so
+        #: the events of a stream reach each follower in the order :class:`StreamOrder` chose.
+        self._fanning = threading.Condition(threading.Lock())
+        self.order = ordering.StreamOrder(order_wait)
+        self._flusher: threading.Thread | None = None
+        self._closed = False
         self._streams: dict[str, set[Connection]] = defaultdict(set)
         self._users: dict[str, set[Connection]] = defaultdict(set)
         self._revoked: dict[str, tuple[float, int, str]] = {}
@@ -90,18 +97,63 @@ class Hub:
 
         Each event's frame is encoded once. Events that arrived together are grouped by stream,
         so a follower gets all of a stream's new events in one ``send``: under a burst the cost
-        per delivery falls instead of rising.
+        per delivery falls instead of rising. An event that came ahead of an earlier one of its
+        stream waits a moment for it (ordering.py).
         """
         by_stream: dict[str, list[tuple[int | None, bytes]]] = {}
         for stream, seq, payload in events:
             by_stream.setdefault(stream, []).append((seq, frames.text(payload)))
         self.published += len(events)
+        with self._fanning:
+            now = time.monotonic()
+            held = self.order.held
+            ready = {stream: self.order.arrive(stream, items, now)
+                     for stream, items in by_stream.items()}
+            for stream, items in self.order.due(now).items():
+                ready[stream] = ready.get(stream, []) + items
+            if self.order.held != held:
+                self._start_flusher()
+                self._fanning.notify()
+            return self._fan_out(ready)
+
+    def _fan_out(self, ready: dict[str, list[tuple[int | None, bytes]]]) -> int:
         reached = 0
-        for stream, items in by_stream.items():
-            for conn in self.followers(stream):
-                reached += conn.offer_many(stream, items)
+        for stream, items in ready.items():
+            if items:
+                for conn in self.followers(stream):
+                    reached += conn.offer_many(stream, items)
         self.delivered_live += reached
         return reached
+
+    def forget_order(self) -> None:
+        """The broker may have lost events: let go of what waits for them, and start every
+        stream's order again from its next event."""
+        with self._fanning:
+            self._fan_out(self.order.forget())
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None and not self._closed:
+            self._flusher = threading.Thread(
+                target=self._flush, name="tidings-order", daemon=True
+            )
+            self._flusher.start()
+
+    def _flush(self) -> None:
+        """Let held events go at their deadline when no later dispatch comes to do it."""
+        with self._fanning:
+            while not self._closed:
+                due_at = self.order.next_due()
+                self._fanning.wait(None if due_at is None else max(0.0, due_at - time.monotonic()))
+                due = self.order.due(time.monotonic())
+                if due:
+                    self._fan_out(due)
+
+    def close(self) -> None:
+        """Stop the flusher, letting go of whatever is held."""
+        with self._fanning:
+            self._closed = True
+            self._fan_out(self.order.forget())
+            self._fanning.notify_all()
 
     def user_connections(self, user_id: str) -> list[Connection]:
         with self._lock:
