@@ -7,12 +7,15 @@ subscribe or a disconnect never waits for a fan-out in progress.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
 
 from . import frames, ordering
 from .connection import Connection
+
+log = logging.getLogger("tidings.realtime")
 
 #: Seconds a user's disconnect (logout, deactivation) is remembered, so that a handshake that
 #: was already in flight when it arrived is closed as soon as its connection registers.
@@ -105,6 +108,8 @@ class Hub:
             by_stream.setdefault(stream, []).append((seq, frames.text(payload)))
         self.published += len(events)
         with self._fanning:
+            if self._closed:  # no flusher would let a held event go: hold nothing
+                return self._fan_out(by_stream)
             now = time.monotonic()
             held = self.order.held
             ready = {stream: self.order.arrive(stream, items, now)
@@ -121,7 +126,14 @@ class Hub:
         for stream, items in ready.items():
             if items:
                 for conn in self.followers(stream):
-                    reached += conn.offer_many(stream, items)
+                    try:
+                        reached += conn.offer_many(stream, items)
+                    except Exception:
+                        # One connection's failure (its command pool gone at exit, say) must not
+                        # cost the others their events, nor the flusher its thread: the sweep
+                        # brings this one up to date if it lives on.
+                        log.exception("realtime fan-out failed conn=%s stream=%s",
+                                      getattr(conn, "id", "?"), stream)
         self.delivered_live += reached
         return reached
 
@@ -144,9 +156,12 @@ class Hub:
             while not self._closed:
                 due_at = self.order.next_due()
                 self._fanning.wait(None if due_at is None else max(0.0, due_at - time.monotonic()))
-                due = self.order.due(time.monotonic())
-                if due:
-                    self._fan_out(due)
+                try:
+                    due = self.order.due(time.monotonic())
+                    if due:
+                        self._fan_out(due)
+                except Exception:
+                    log.exception("realtime: letting held events go failed")
 
     def close(self) -> None:
         """Stop the flusher, letting go of whatever is held."""

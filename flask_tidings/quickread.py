@@ -12,11 +12,13 @@ Assumptions, which the callers keep:
 - an ``IN`` list has a fixed length per compiled shape: the caller pads it (store.padded), so
   a connection prepares few statements.
 
-What ``Connection.execute`` would have done on an error is kept where it matters: the DBAPI
-error is raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` (callers and the site's
-error handlers see the usual exceptions), and the connection is dropped from the pool rather
-than handed out again, so a connection the database killed is not reused (the pool's
-pre-ping, where configured, still checks the others).
+What ``Connection.execute`` would have done on an error is kept where it matters: DBAPI errors
+(at checkout too) are raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` (callers and
+the site's error handlers, such as a 503 for a database that is down, see the usual
+exceptions), and a connection the driver reports as lost is dropped from the pool rather than
+handed out again; any other error leaves it there (an in-memory SQLite database lives in its
+one connection). Not kept: the engine's ``handle_error`` and cursor-execute events, and
+``schema_translate_map``; the SQL is compiled once per dialect, driver and paramstyle.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class QuickRead:
 
     def _shape(self, engine: Engine, size: int) -> tuple[str, Sequence[str] | None]:
         dialect = engine.dialect
-        key = (dialect.name + "+" + dialect.driver, size)
+        key = (f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}", size)
         shape = self._compiled.get(key)
         if shape is None:
             compiled = self._build(size).compile(dialect=dialect)
@@ -54,18 +56,29 @@ class QuickRead:
     def rows(self, engine: Engine, params: dict[str, Any], size: int = 0) -> list[Any]:
         sql, order = self._shape(engine, size)
         args: Any = tuple(params[name] for name in order) if order is not None else params
-        raw = engine.raw_connection()
+        dialect = engine.dialect
+        error = dialect.loaded_dbapi.Error
+        try:
+            raw = engine.raw_connection()
+        except error as exc:
+            lost = dialect.is_disconnect(exc, None, None)
+            raise DBAPIError.instance(None, None, exc, error, connection_invalidated=lost,
+                                      dialect=dialect) from exc
+        cursor = None
         try:
             cursor = raw.cursor()
-            try:
-                cursor.execute(sql, args)
-                return cursor.fetchall()
-            finally:
-                cursor.close()
-        except engine.dialect.loaded_dbapi.Error as exc:
-            raw.invalidate(exc)
-            raise DBAPIError.instance(
-                sql, args, exc, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
-            ) from exc
+            cursor.execute(sql, args)
+            return cursor.fetchall()
+        except error as exc:
+            lost = dialect.is_disconnect(exc, raw.dbapi_connection, cursor)
+            if lost:
+                raw.invalidate(exc)
+            raise DBAPIError.instance(sql, args, exc, error, hide_parameters=engine.hide_parameters,
+                                      connection_invalidated=lost, dialect=dialect) from exc
         finally:
+            if cursor is not None:
+                try:
+                    cursor.close()
+                except error:
+                    pass
             raw.close()

@@ -101,3 +101,37 @@ def test_the_hub_hands_followers_events_in_order_and_lets_held_ones_go_by_itself
         assert follower.got == [1, 2, 3, 4, 6]
     finally:
         hub.close()
+
+
+class Broken(Follower):
+    def offer_many(self, stream, items):
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+def test_one_failing_follower_costs_the_others_nothing_and_the_flusher_goes_on():
+    hub = Hub(order_wait=0.02)
+    broken, follower = Broken("1"), Follower("2")
+    for conn in (broken, follower):
+        hub.add(conn)  # type: ignore[arg-type]
+        hub.subscribe(conn, "broadcast")  # type: ignore[arg-type]
+    try:
+        hub.dispatch([("broadcast", 1, "{}")])
+        for first, then in ((3, [1, 3]), (5, [1, 3, 5])):  # 2 and 4 never come
+            hub.dispatch([("broadcast", first, "{}")])
+            deadline = time.monotonic() + BOUND
+            while follower.got != then and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert follower.got == then  # let go by the flusher, twice: it survived the error
+    finally:
+        hub.close()
+
+
+def test_a_closed_hub_holds_nothing_back():
+    hub = Hub(order_wait=60.0)
+    follower = Follower("1")
+    hub.add(follower)  # type: ignore[arg-type]
+    hub.subscribe(follower, "broadcast")  # type: ignore[arg-type]
+    hub.dispatch([("broadcast", 1, "{}")])
+    hub.close()
+    hub.dispatch([("broadcast", 3, "{}")])  # no flusher any more: it must not wait for 2
+    assert follower.got == [1, 3]

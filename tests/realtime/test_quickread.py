@@ -45,7 +45,7 @@ def test_heads_match_the_log_on_postgresql(postgres_url):  # noqa: F811
         store.engine.dispose()
 
 
-def test_a_failed_read_raises_sqlalchemys_error_and_its_connection_is_not_reused(tmp_path):
+def test_a_failed_read_raises_sqlalchemys_error_and_keeps_a_sound_connection(tmp_path):
     store = store_on(f"sqlite:///{tmp_path / 'log.db'}")
     store.append("broadcast", "note", {})
     assert store.head("broadcast") == 1
@@ -53,9 +53,33 @@ def test_a_failed_read_raises_sqlalchemys_error_and_its_connection_is_not_reused
     event.listen(store.engine.pool, "invalidate", lambda conn, record, exc: dropped.append(exc))
     with store.engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE realtime_streams RENAME TO away")
-    with pytest.raises(DBAPIError, match="realtime_streams"):
+    with pytest.raises(DBAPIError, match="realtime_streams") as failed:
         store.heads(["broadcast", "user:1"])
-    assert len(dropped) == 1  # closed, not handed out again
+    # Nothing wrong with the connection itself (an in-memory database lives in it): kept.
+    assert not failed.value.connection_invalidated and dropped == []
     with store.engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE away RENAME TO realtime_streams")
     assert store.heads(["broadcast", "user:1"]) == {"broadcast": 1}
+
+
+def test_a_connection_the_database_dropped_fails_one_read_and_is_replaced(postgres_url):  # noqa: F811
+    store = store_on(postgres_url)
+    admin = create_engine(postgres_url)
+    try:
+        store.append("broadcast", "note", {})
+        assert store.head("broadcast") == 1  # its connection now waits in the pool
+        raw = store.engine.raw_connection()
+        cursor = raw.cursor()
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+        cursor.close()
+        raw.close()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        with pytest.raises(DBAPIError) as failed:
+            store.head("broadcast")
+        assert failed.value.connection_invalidated
+        assert store.head("broadcast") == 1  # a fresh connection, not the dead one again
+    finally:
+        admin.dispose()
+        store.engine.dispose()

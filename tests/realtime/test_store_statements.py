@@ -8,15 +8,34 @@ per follower count it met: memory that grew for as long as clients came and went
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
-from sqlalchemy import create_engine, event, insert
+from sqlalchemy import create_engine, insert
 
 from flask_tidings.store import IN_CHUNK, EventStore, padded, streams
+
+#: Every SQL text the database connections were asked to run (what they prepare and keep).
+executed: set[str] = set()
+
+
+class RecordingCursor(sqlite3.Cursor):
+    def execute(self, sql, parameters=()):
+        executed.add(sql)
+        return super().execute(sql, parameters)
+
+
+class RecordingConnection(sqlite3.Connection):
+    """The driver's own connection, so reads that bypass SQLAlchemy's events are seen too."""
+
+    def cursor(self, factory=RecordingCursor):
+        return super().cursor(factory)
 
 
 @pytest.fixture
 def store(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    engine = create_engine(f"sqlite:///{tmp_path / 'log.db'}",
+                           connect_args={"factory": RecordingConnection})
     store = EventStore(lambda: engine)
     store.create_tables()
     with engine.begin() as conn:
@@ -25,17 +44,9 @@ def store(tmp_path):
 
 
 def statements_of(store: EventStore, action) -> set[str]:
-    seen: set[str] = set()
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        seen.add(statement)
-
-    event.listen(store.engine, "before_cursor_execute", record)
-    try:
-        action()
-    finally:
-        event.remove(store.engine, "before_cursor_execute", record)
-    return seen
+    executed.clear()
+    action()
+    return set(executed)
 
 
 def test_heads_of_any_number_of_streams_use_at_most_ten_statement_shapes(store):
