@@ -83,3 +83,15 @@ def test_a_connection_the_database_dropped_fails_one_read_and_is_replaced(postgr
     finally:
         admin.dispose()
         store.engine.dispose()
+
+
+def test_a_database_that_cannot_be_reached_raises_sqlalchemys_error_as_a_query_would():
+    # The site answers SQLAlchemy's OperationalError with 503 + Retry-After (app/errors.py).
+    from sqlalchemy.exc import OperationalError
+
+    store = EventStore(lambda: create_engine(
+        "postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2}))
+    with pytest.raises(OperationalError):
+        store.head("broadcast")
+    with pytest.raises(OperationalError):
+        store.heads(["broadcast", "user:1"])
