@@ -172,12 +172,12 @@ def storm_table(rows: list[dict[str, Any]]) -> str:
     storms = [r for r in rows if r["scenario"] == "R"]
     if not storms:
         return "(not run)\n"
-    md = ("| sockets | how | signal → new workers ready s | all resubscribed after ready s | "
+    md = ("| sockets | workers | how | signal → new workers ready s | all resubscribed after ready s | "
           "p50 back s | resubscribed | handshakes | broadcasts published | lost | dup (before "
           "client dedupe) | pages p99 ms during storm | page statuses after ready |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     for r in storms:
-        md += (f"| {r['n']:,} | {r.get('storm_mode', 'restart')} | "
+        md += (f"| {r['n']:,} | {r.get('workers', 1)} | {r.get('storm_mode', 'restart')} | "
                f"{_cell(r, 'storm_down_s', '{:.1f}')} | {_cell(r, 'storm_all_back_s', '{:.1f}')} | "
                f"{_cell(r, 'storm_back_p50_s', '{:.1f}')} | "
                f"{r['storm_resubscribed']:,}/{r['connected']:,} | {r['storm_handshakes']:,} | "

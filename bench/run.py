@@ -682,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="", help="comma list of N, e.g. 300 (debugging)")
     parser.add_argument("--storm", type=int, default=0,
                         help="sockets in the reconnect storm (default 5,000; 1,000 with --quick)")
+    parser.add_argument("--storm-workers", type=int, default=1,
+                        help="gunicorn workers of the server in the reconnect storm (default 1)")
     parser.add_argument("--storm-modes", default="R,Rhup",
                         help="R (SIGTERM + start again) and/or Rhup (SIGHUP reload), in order")
     parser.add_argument("--report", type=Path, default=None,
@@ -793,7 +795,8 @@ def main(argv: list[str] | None = None) -> int:
     if "R" in want and "tidings" in kinds:
         # A restart (the port closed while the new master boots: clients back off), then a
         # reload on the same clients (SIGHUP: the port stays open, new workers take over).
-        run("tidings", storm_n, f"tidings-{storm_n}-storm", args.storm_modes.split(","))
+        run("tidings", storm_n, f"tidings-{storm_n}-storm", args.storm_modes.split(","),
+            workers=args.storm_workers)
 
     if not args.only or "O" in want:  # out-of-process publish latency, w=1 and w=2 (issue 15)
         rows.extend(outofprocess.rows(workdir / "outofprocess"))
