@@ -132,8 +132,8 @@ class Hub:
                         # One connection's failure (its command pool gone at exit, say) must not
                         # cost the others their events, nor the flusher its thread: the sweep
                         # brings this one up to date if it lives on.
-                        log.exception("realtime fan-out failed conn=%s stream=%s",
-                                      getattr(conn, "id", "?"), stream)
+                        log.exception("realtime fan-out failed conn=%s stream=%s", conn.id,
+                                      stream)
         self.delivered_live += reached
         return reached
 

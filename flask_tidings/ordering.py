@@ -78,10 +78,9 @@ class StreamOrder:
         for stream in [s for s, since in self._since.items() if now - since >= self.wait]:
             held = self._held.pop(stream)
             del self._since[stream]
-            items = sorted(held.items())
-            self.gave_up += len(items)
-            out[stream] = items  # type: ignore[assignment]
-            self._remember(stream, max(self._last.get(stream, 0), items[-1][0]))
+            out[stream] = _in_order(held)
+            self.gave_up += len(held)
+            self._remember(stream, max(self._last.get(stream, 0), max(held)))
         return out
 
     def next_due(self) -> float | None:
@@ -91,9 +90,7 @@ class StreamOrder:
     def forget(self) -> dict[str, list[Item]]:
         """Every stream starts again from its next event (the broker may have lost some);
         returns what was held, to let go now."""
-        due: dict[str, list[Item]] = {
-            stream: sorted(held.items()) for stream, held in self._held.items()  # type: ignore[misc]
-        }
+        due = {stream: _in_order(held) for stream, held in self._held.items()}
         self._last.clear()
         self._held.clear()
         self._since.clear()
@@ -107,3 +104,7 @@ class StreamOrder:
             if oldest in self._held:
                 break  # still holding events of it: they go at their deadline first
             del self._last[oldest]
+
+
+def _in_order(held: dict[int, bytes]) -> list[Item]:
+    return [(seq, held[seq]) for seq in sorted(held)]

@@ -74,6 +74,7 @@ class Follower:
         from flask_tidings.connection import Identity
 
         self.identity = Identity(user)
+        self.id = f"follower-{user}"
         self.streams: dict = {}
         self.got: list[int | None] = []
 

@@ -3,6 +3,8 @@ of them (flask_tidings/replays.py), and nobody gets less than the log holds."""
 
 from __future__ import annotations
 
+import pytest
+
 from flask_tidings.replays import SharedReads
 from tests.realtime.local import LocalClient, make_app
 
@@ -32,49 +34,50 @@ def counting_reads(state) -> list[tuple[str, int]]:
     return reads
 
 
-def test_a_crowd_resuming_from_the_same_cursor_reads_the_log_once(tmp_path):
+@pytest.fixture
+def site(tmp_path):
+    """A realtime site in this process, and a way to open reader sockets to it (closed after)."""
     _, realtime, state = make_app(tmp_path)
-    clients = []
-    try:
-        for n in range(20):
-            realtime.publish("broadcast", "note", {"n": n})
-        reads = counting_reads(state)
-        for _ in range(10):
-            # One after the other, as a restart's spread brings them back.
-            client = LocalClient(state, "reader")
-            clients.append(client)
-            client.send({"type": "subscribe", "stream": "broadcast", "after": 5, "ref": "r"})
-            assert events_of(client, 15) == list(range(6, 21))
-        assert reads.count(("broadcast", 5)) == 1
-        assert state.shared_reads.hits >= 9
-    finally:
-        for client in clients:
-            client.close()
-        state.stop()
+    clients: list[LocalClient] = []
+
+    def reader() -> LocalClient:
+        clients.append(LocalClient(state, "reader"))
+        return clients[-1]
+
+    yield realtime, state, reader
+    for client in clients:
+        client.close()
+    state.stop()
 
 
-def test_who_resumes_after_a_newer_event_gets_it_too_not_only_the_shared_read(tmp_path):
-    _, realtime, state = make_app(tmp_path)
-    clients = []
-    try:
-        for n in range(10):
-            realtime.publish("broadcast", "note", {"n": n})
-        first = LocalClient(state, "reader")
-        clients.append(first)
-        first.send({"type": "subscribe", "stream": "broadcast", "after": 5, "ref": "1"})
-        assert events_of(first, 5) == [6, 7, 8, 9, 10]
-        # An event after that read: a client resuming from the same cursor learns the new head
-        # when it subscribes; the earlier read stops at 10, and 11 must come all the same.
-        assert realtime.publish("broadcast", "note", {"n": "new"}).seq == 11
-        assert events_of(first, 1) == [11]
-        second = LocalClient(state, "reader")
-        clients.append(second)
-        second.send({"type": "subscribe", "stream": "broadcast", "after": 5, "ref": "2"})
-        assert events_of(second, 6) == [6, 7, 8, 9, 10, 11]
-    finally:
-        for client in clients:
-            client.close()
-        state.stop()
+def test_a_crowd_resuming_from_the_same_cursor_reads_the_log_once(site):
+    realtime, state, reader = site
+    for n in range(20):
+        realtime.publish("broadcast", "note", {"n": n})
+    reads = counting_reads(state)
+    for _ in range(10):
+        # One after the other, as a restart's spread brings them back.
+        client = reader()
+        client.send({"type": "subscribe", "stream": "broadcast", "after": 5, "ref": "r"})
+        assert events_of(client, 15) == list(range(6, 21))
+    assert reads.count(("broadcast", 5)) == 1
+    assert state.shared_reads.hits >= 9
+
+
+def test_who_resumes_after_a_newer_event_gets_it_too_not_only_the_shared_read(site):
+    realtime, _, reader = site
+    for n in range(10):
+        realtime.publish("broadcast", "note", {"n": n})
+    first = reader()
+    first.send({"type": "subscribe", "stream": "broadcast", "after": 5, "ref": "1"})
+    assert events_of(first, 5) == [6, 7, 8, 9, 10]
+    # An event after that read: a client resuming from the same cursor learns the new head
+    # when it subscribes; the earlier read stops at 10, and 11 must come all the same.
+    assert realtime.publish("broadcast", "note", {"n": "new"}).seq == 11
+    assert events_of(first, 1) == [11]
+    second = reader()
+    second.send({"type": "subscribe", "stream": "broadcast", "after": 5, "ref": "2"})
+    assert events_of(second, 6) == [6, 7, 8, 9, 10, 11]
 
 
 def rows(first: int, last: int) -> list[tuple[int, bytes]]:
